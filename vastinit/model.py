@@ -1,0 +1,180 @@
+"""Frozen unit specifications and the State enum: the vocabulary every layer shares.
+
+A ``Unit`` is produced by ``vastinit.config`` and never mutated.  Fields that may hold
+``${VAR}`` templates (``command``, ``working_dir``, ``environment``, ``env_files``, probe
+targets, ``log.file``) keep the template text here; ``vastinit.config.expand`` resolves
+them against the environment of each start, so ``env_files`` edits apply at the next start.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from types import MappingProxyType
+
+
+class State(enum.Enum):
+    """A unit's lifecycle state (SPEC §2)."""
+
+    INACTIVE = "inactive"
+    WAITING = "waiting"
+    STARTING = "starting"
+    RUNNING = "running"
+    READY = "ready"
+    STOPPING = "stopping"
+    STOPPED = "stopped"
+    BACKOFF = "backoff"
+    EXITED = "exited"
+    FAILED = "failed"
+    SKIPPED = "skipped"
+    SCHEDULED = "scheduled"
+
+    def __str__(self) -> str:
+        return self.value
+
+
+class UnitType(enum.Enum):
+    SERVICE = "service"
+    ONESHOT = "oneshot"
+    CRON = "cron"
+
+
+class DependencyCondition(enum.Enum):
+    """What a dependency must reach before the dependent starts."""
+
+    STARTED = "started"
+    READY = "ready"
+    SUCCEEDED = "succeeded"
+    EXITED = "exited"
+
+
+class RestartMode(enum.Enum):
+    ALWAYS = "always"
+    ON_FAILURE = "on-failure"
+    NEVER = "never"
+
+
+class StopMode(enum.Enum):
+    GROUP = "group"  # signal the whole process group
+    MAIN = "main"  # signal the main pid only; the group is SIGKILLed after the timeout
+
+
+class ProbeKind(enum.Enum):
+    HTTP = "http"
+    TCP = "tcp"
+    EXEC = "exec"
+    LOG = "log"
+    NOTIFY = "notify"
+
+
+class Overlap(enum.Enum):
+    SKIP = "skip"
+    ALLOW = "allow"
+
+
+def _frozen_map(m: Mapping[str, str] | None = None) -> Mapping[str, str]:
+    return MappingProxyType(dict(m or {}))
+
+
+@dataclass(frozen=True)
+class Probe:
+    """A readiness or liveness check.
+
+    ``target`` by kind: HTTP a URL, TCP ``host:port``, EXEC an argv tuple, LOG a regex,
+    NOTIFY ``""``.  Durations are seconds.
+    """
+
+    kind: ProbeKind
+    target: str | tuple[str, ...]
+    interval: float = 2.0
+    timeout: float = 5.0
+    start_timeout: float | None = None  # readiness only: not ready by then = failed start
+    failures: int = 3  # liveness only: consecutive failures before a restart
+
+
+@dataclass(frozen=True)
+class Condition:
+    """Checked at every start; any false -> the unit is skipped with the reason."""
+
+    env: tuple[str, ...] = ()
+    path_exists: tuple[str, ...] = ()
+    path_missing: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class RestartPolicy:
+    mode: RestartMode = RestartMode.ON_FAILURE
+    delay: float = 1.0
+    max_delay: float = 60.0
+    limit: int = 5
+    window: float = 600.0
+    essential: bool = False
+
+
+@dataclass(frozen=True)
+class StopPolicy:
+    signal: int = 15  # signal number (SIGTERM)
+    mode: StopMode = StopMode.GROUP
+    timeout: float = 30.0
+
+
+@dataclass(frozen=True)
+class LogSpec:
+    file: str | None = None  # None: NAME.log; "": no file; else relative to the log dir
+    max_size: int = 10 * 1024 * 1024
+    keep: int = 3
+
+
+@dataclass(frozen=True)
+class Schedule:
+    cron: str
+    timezone: str = "UTC"
+    overlap: Overlap = Overlap.SKIP
+    run_on_start: bool = False
+
+
+@dataclass(frozen=True)
+class Expose:
+    port: int
+    target: int
+    path: str = "/"
+    label: str = ""
+    auth: bool = True
+
+
+@dataclass(frozen=True)
+class Unit:
+    """One unit file's effective content (drop-ins merged), validated and frozen."""
+
+    name: str
+    source: str = ""  # the file it came from (first of the files, drop-ins follow)
+    description: str = ""
+    type: UnitType = UnitType.SERVICE
+    command: tuple[str, ...] = ()  # a string command is stored as ("/bin/sh", "-c", text)
+    working_dir: str | None = None
+    user: str | None = None
+    group: str | None = None
+    environment: Mapping[str, str] = field(default_factory=_frozen_map)
+    env_files: tuple[str, ...] = ()
+    enabled: bool = True
+    condition: Condition = field(default_factory=Condition)
+    depends_on: Mapping[str, DependencyCondition] = field(
+        default_factory=lambda: MappingProxyType({})
+    )
+    readiness: Probe | None = None
+    liveness: Probe | None = None
+    restart: RestartPolicy = field(default_factory=RestartPolicy)
+    stop: StopPolicy = field(default_factory=StopPolicy)
+    log: LogSpec = field(default_factory=LogSpec)
+    schedule: Schedule | None = None
+    expose: tuple[Expose, ...] = ()
+    raw: Mapping[str, object] = field(default_factory=lambda: MappingProxyType({}), compare=True)
+    """The merged TOML table, for ``ctl show`` and change detection on reload."""
+
+    @property
+    def log_file(self) -> str | None:
+        """The log file name relative to the log dir, or None for no file (template text)."""
+        if self.log.file is None:
+            return f"{self.name}.log"
+        return self.log.file or None
