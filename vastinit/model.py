@@ -116,7 +116,7 @@ class RestartPolicy:
 class StopPolicy:
     signal: int = 15  # signal number (SIGTERM)
     mode: StopMode = StopMode.GROUP
-    timeout: float = 30.0
+    timeout: float = 10.0
 
 
 @dataclass(frozen=True)
