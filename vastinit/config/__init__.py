@@ -1,0 +1,9 @@
+"""Unit files -> frozen ``Unit`` specs: search path, drop-ins, validation, ``${VAR}`` expansion."""
+
+from __future__ import annotations
+
+from vastinit.config.environ import read_env_files, resolve_unit, start_environment
+from vastinit.config.expand import expand
+from vastinit.config.load import load_units
+
+__all__ = ["expand", "load_units", "read_env_files", "resolve_unit", "start_environment"]
