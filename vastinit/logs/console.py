@@ -1,0 +1,309 @@
+"""PID 1's stdout: one shared, non-blocking, bounded sink for every unit and for vastinit itself.
+
+Only whole lines enter the queue, and a partial write resumes exactly where it stopped, so
+lines never interleave mid-line.  When stdout stalls (a terminal on hold, a log collector
+that stopped reading) the queue fills to ``max_queue`` bytes and further lines are dropped
+and counted; when it drains, one line says how many were lost.  Nothing here ever blocks
+the event loop: fd 1 is switched to O_NONBLOCK and written from ``loop.add_writer``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import errno
+import fcntl
+import json
+import os
+import select
+import stat
+import time
+from collections import deque
+
+_PALETTE = ("36", "33", "32", "35", "34", "96", "93", "92", "95", "94")
+"""ANSI colours given to units in turn, like docker compose does."""
+
+_EVENT_COLOR = "1"  # vastinit's own lines: bold, distinct from every unit
+_MARK = "\ue000"  # a private-use character standing for a newline inside the JSON fast path
+_IOV_MAX = 64  # buffers per writev: plenty to empty an 8 MiB queue in a few calls
+_CLOSE_FLUSH_S = 1.0
+SELF = "vastinit"
+
+
+class ConsoleSink:
+    """Writes ``NAME | line`` (or JSON lines) to ``fd`` through a bounded non-blocking queue.
+
+    ``fmt`` is ``"text"`` or ``"json"``; ``color`` defaults to "fd is a tty and NO_COLOR is
+    unset".  ``dropped`` counts the lines lost to a full queue or a broken stdout.
+    """
+
+    def __init__(
+        self,
+        fd: int = 1,
+        *,
+        fmt: str = "text",
+        color: bool | None = None,
+        max_queue: int = 8 << 20,
+    ) -> None:
+        if fmt not in ("text", "json"):
+            raise ValueError(f"log format must be 'text' or 'json', not {fmt!r}")
+        self.fd = fd
+        self.fmt = fmt
+        if color is None:
+            color = os.isatty(fd) and not os.environ.get("NO_COLOR")
+        self.color = color and fmt == "text"
+        self.max_queue = max_queue
+        self.dropped = 0
+        self._unreported = 0  # drops not yet announced by a "dropped N lines" line
+        self._queue: deque[bytes] = deque()
+        self._head = 0  # bytes of _queue[0] already written
+        self._queued = 0  # unwritten bytes in the queue
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._armed = False
+        self._pollable = True
+        self._broken = False
+        self._closed = False
+        self._waiters: list[asyncio.Future[None]] = []
+        self._colors: dict[str, str] = {SELF: _EVENT_COLOR}
+        self._width = len(SELF)
+        self._prefixes: dict[str, bytes] = {}
+        self._orig_flags: int | None = None
+        try:
+            flags = fcntl.fcntl(fd, fcntl.F_GETFL)
+            fcntl.fcntl(fd, fcntl.F_SETFL, flags | os.O_NONBLOCK)
+            self._orig_flags = flags
+            # epoll refuses regular files; writes to them never return EAGAIN anyway.
+            self._pollable = not stat.S_ISREG(os.fstat(fd).st_mode)
+        except OSError:
+            self._broken = True  # no usable stdout: every line counts as dropped
+
+    # -- prefixes ---------------------------------------------------------------------------
+
+    def register(self, unit: str) -> None:
+        """Make ``unit`` known so that every prefix is padded to the longest name."""
+        if unit in self._colors:
+            return
+        self._colors[unit] = _PALETTE[(len(self._colors) - 1) % len(_PALETTE)]
+        if len(unit) > self._width:
+            self._width = len(unit)
+            self._prefixes.clear()
+
+    def prefix(self, unit: str) -> bytes:
+        """The text-format prefix of ``unit``'s lines: padded name, `` | ``, colour if on."""
+        p = self._prefixes.get(unit)
+        if p is None:
+            self.register(unit)
+            name = unit.ljust(self._width)
+            color = self._colors[unit]
+            text = f"\x1b[{color}m{name} |\x1b[0m " if self.color else f"{name} | "
+            p = self._prefixes[unit] = text.encode()
+        return p
+
+    def event_prefix(self) -> str:
+        """What vastinit's own text-format event lines start with (empty in JSON format)."""
+        return "" if self.fmt == "json" else self.prefix(SELF).decode()
+
+    # -- input ------------------------------------------------------------------------------
+
+    def write_lines(self, unit: str, stream: str, block: bytes, ts: float) -> None:
+        """Queue a block of ``unit``'s complete lines (each ending in ``\\n``)."""
+        if self._broken or self._closed or self._queued >= self.max_queue:
+            self._drop(block.count(b"\n"))
+            return
+        if self.fmt == "json":
+            self._enqueue(_json_lines(unit, stream, block, ts))
+            return
+        p = self.prefix(unit)
+        avail = self.max_queue - self._queued
+        if len(block) > avail:
+            # The prefixed text is longer still: cut before transforming what cannot fit.
+            cut = block.rfind(b"\n", 0, max(avail, 0)) + 1
+            self._drop(block.count(b"\n", cut))
+            block = block[:cut]
+            if not block:
+                return
+        self._enqueue(p + block[:-1].replace(b"\n", b"\n" + p) + b"\n")
+
+    def write_event(self, line: str) -> None:
+        """Queue one of vastinit's own log lines as-is, plus a newline."""
+        if self._broken or self._closed:
+            self._drop(1)
+            return
+        self._enqueue(line.encode("utf-8", "replace") + b"\n")
+
+    # -- output -----------------------------------------------------------------------------
+
+    async def drain(self, timeout: float) -> None:
+        """Return once everything queued is written, or after ``timeout`` seconds."""
+        if self._queue and not self._armed:
+            self._flush()
+        if not self._queue or self._broken:
+            return
+        fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._waiters.append(fut)
+        try:
+            await asyncio.wait({fut}, timeout=timeout)
+        finally:
+            if fut in self._waiters:
+                self._waiters.remove(fut)
+
+    def close(self) -> None:
+        """Stop the writer, flush what is queued (blocking up to ~1 s), restore fd flags."""
+        if self._closed:
+            return
+        self._closed = True
+        self._disarm()
+        deadline = time.monotonic() + _CLOSE_FLUSH_S
+        poller = select.poll()
+        with contextlib.suppress(OSError, ValueError):
+            poller.register(self.fd, select.POLLOUT)
+        while not self._broken:
+            if not self._queue:
+                if not self._announce():
+                    break
+                continue
+            state = self._write_once()
+            left = deadline - time.monotonic()
+            if state == "error" or left <= 0:
+                break
+            if state == "blocked":
+                poller.poll(max(1, int(left * 1000)))
+        self._drop_queue()
+        if self._orig_flags is not None:
+            with contextlib.suppress(OSError):
+                fcntl.fcntl(self.fd, fcntl.F_SETFL, self._orig_flags)
+        self._wake()
+
+    # -- internals --------------------------------------------------------------------------
+
+    def _drop(self, n: int) -> None:
+        self.dropped += n
+        self._unreported += n
+
+    def _enqueue(self, data: bytes) -> None:
+        """Queue whole lines; what does not fit in the bound is dropped (whole lines)."""
+        avail = self.max_queue - self._queued
+        if len(data) > avail:
+            cut = data.rfind(b"\n", 0, max(avail, 0)) + 1
+            self._drop(data.count(b"\n", cut))
+            data = data[:cut]
+            if not data:
+                return
+        self._queue.append(data)
+        self._queued += len(data)
+        if not self._armed:
+            self._flush()
+
+    def _flush(self) -> None:
+        """Write until the queue is empty or fd 1 would block; then wait for writability."""
+        while True:
+            while self._queue:
+                state = self._write_once()
+                if state == "blocked":
+                    self._arm()
+                    return
+                if state == "error":
+                    # Announce nothing now: the announcement would fail the same way.
+                    self._disarm()
+                    self._wake()
+                    return
+            if not self._announce():
+                break
+        self._disarm()
+        self._wake()
+
+    def _announce(self) -> bool:
+        """Queue the "dropped N lines" line if drops are unreported; True if one was queued."""
+        if not self._unreported or self._broken:
+            return False
+        n, self._unreported = self._unreported, 0
+        text = f"dropped {n} lines (stdout was blocked)"
+        if self.fmt == "json":
+            record = {"ts": round(time.time(), 3), "unit": SELF, "level": "warning"}
+            line = json.dumps({**record, "event": text, "dropped": n})
+        else:
+            line = self.event_prefix() + text
+        data = line.encode() + b"\n"
+        self._queue.append(data)
+        self._queued += len(data)
+        return True
+
+    def _write_once(self) -> str:
+        """One writev of the queue's head: "progress", "blocked" or "error"."""
+        bufs: list[bytes | memoryview] = []
+        for i, buf in enumerate(self._queue):
+            if i == _IOV_MAX:
+                break
+            bufs.append(memoryview(buf)[self._head :] if i == 0 and self._head else buf)
+        want = sum(len(b) for b in bufs)
+        try:
+            n = os.writev(self.fd, bufs)
+        except (BlockingIOError, InterruptedError):
+            return "blocked"
+        except OSError as exc:
+            # EPIPE: nobody will ever read stdout again; anything else may be transient.
+            if exc.errno == errno.EPIPE:
+                self._broken = True
+            self._drop_queue()
+            return "error"
+        self._advance(n)
+        # A short write to a pipe or tty means it is full: wait for writability.
+        return "blocked" if n < want and self._pollable else "progress"
+
+    def _advance(self, n: int) -> None:
+        self._queued -= n
+        queue = self._queue
+        while n:
+            rest = len(queue[0]) - self._head
+            if n < rest:
+                self._head += n
+                return
+            n -= rest
+            queue.popleft()
+            self._head = 0
+
+    def _drop_queue(self) -> None:
+        lost = sum(buf.count(b"\n") for buf in self._queue)
+        if self._queue and self._head:
+            lost -= self._queue[0].count(b"\n", 0, self._head)
+        self._drop(lost)
+        self._queue.clear()
+        self._head = self._queued = 0
+
+    def _arm(self) -> None:
+        if self._armed or not self._pollable:
+            return
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            return  # no loop (yet): the next write or close() flushes
+        try:
+            loop.add_writer(self.fd, self._flush)
+        except (OSError, ValueError):
+            self._pollable = False  # not pollable: retried on the next write instead
+            return
+        self._loop, self._armed = loop, True
+
+    def _disarm(self) -> None:
+        if self._armed and self._loop is not None:
+            if not self._loop.is_closed():
+                self._loop.remove_writer(self.fd)
+            self._armed = False
+
+    def _wake(self) -> None:
+        for fut in self._waiters:
+            if not fut.done():
+                fut.set_result(None)
+        self._waiters.clear()
+
+
+def _json_lines(unit: str, stream: str, block: bytes, ts: float) -> bytes:
+    """Render a block as one JSON object per line, escaping the whole block in one C call."""
+    text = block[:-1].decode("utf-8", "replace")
+    head = f'{{"ts":{ts:.3f},"unit":{json.dumps(unit)},"stream":"{stream}","line":'
+    if _MARK in text:  # the marker occurs in the text itself: go line by line
+        return "".join(
+            f"{head}{json.dumps(line, ensure_ascii=False)}}}\n" for line in text.split("\n")
+        ).encode()
+    body = json.dumps(text.replace("\n", _MARK), ensure_ascii=False)
+    return (head + body.replace(_MARK, f'"}}\n{head}"') + "}\n").encode()

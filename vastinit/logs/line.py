@@ -1,0 +1,37 @@
+"""The unit of exchange between the log sinks: one line, and one framed chunk of lines."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True, slots=True)
+class LogLine:
+    """One line a unit wrote (no newline), stamped with the time its chunk was read."""
+
+    ts: float
+    unit: str
+    stream: str  # "stdout" | "stderr"
+    text: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class Chunk:
+    """Complete lines read from one pipe in one go: ``block`` is lines each ending in ``\\n``.
+
+    Sinks store and pass chunks whole so that per-line work happens only when a reader asks
+    for lines (``ctl logs``), never on the hot path.  ``seq`` orders chunks across units.
+    """
+
+    seq: int
+    ts: float
+    unit: str
+    stream: str
+    block: bytes
+    nlines: int
+
+    def lines(self) -> list[LogLine]:
+        """The chunk's lines as ``LogLine`` objects, in order."""
+        return [
+            LogLine(self.ts, self.unit, self.stream, text) for text in self.block[:-1].split(b"\n")
+        ]

@@ -1,0 +1,174 @@
+"""Fans every unit's output out to the console, the unit's log file and its in-memory ring."""
+
+from __future__ import annotations
+
+import itertools
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+import structlog
+
+from vastinit.logs.console import ConsoleSink
+from vastinit.logs.filesink import FileSink
+from vastinit.logs.line import Chunk, LogLine
+from vastinit.logs.pump import Pump
+from vastinit.logs.ring import LogRing, LogSubscription, merge_tail
+
+_log = structlog.get_logger("vastinit.logs")
+
+LineWatcher = Callable[[list[bytes]], None]
+
+
+class UnitLog:
+    """One unit's output: its pumps (pipes being read), file sink, ring and line watchers."""
+
+    def __init__(self, mux: LogMux, name: str) -> None:
+        self.name = name
+        self._mux = mux
+        self._ring = LogRing(mux.ring_bytes)
+        self._file: FileSink | None = None
+        self._file_config: tuple[Path, int, int] | None = None
+        self._pumps: set[Pump] = set()
+        self._watchers: list[LineWatcher] = []
+
+    @property
+    def file(self) -> FileSink | None:
+        """The file sink (for its ``errors`` / ``lost_lines`` counters), None if no file."""
+        return self._file
+
+    @property
+    def pumps(self) -> frozenset[Pump]:
+        """The pipes being read now."""
+        return frozenset(self._pumps)
+
+    def configure(self, path: Path | None, max_size: int, keep: int) -> None:
+        """Point the file sink at ``path`` (None: no file); a no-op when nothing changed."""
+        config = None if path is None else (path, max_size, keep)
+        if config == self._file_config:
+            return
+        if self._file is not None:
+            self._file.close()
+        self._file_config = config
+        self._file = None if path is None else FileSink(path, max_size, keep, unit=self.name)
+
+    def attach(self, fd: int, stream: str) -> Pump:
+        """Start reading ``fd`` (a pipe's read end, now owned and closed at EOF) as ``stream``."""
+        pump = Pump(fd, stream, self._deliver, on_eof=self._pumps.discard)
+        self._pumps.add(pump)
+        return pump
+
+    def add_watcher(self, fn: LineWatcher) -> Callable[[], None]:
+        """Call ``fn`` with each batch of complete lines; returns the function that unsubscribes."""
+        self._watchers.append(fn)
+
+        def remove() -> None:
+            if fn in self._watchers:
+                self._watchers.remove(fn)
+
+        return remove
+
+    def tail(self, n: int) -> list[LogLine]:
+        """This unit's last ``n`` lines, oldest first."""
+        return merge_tail(self._ring.last(n), n)
+
+    def close(self) -> None:
+        """Stop every pump (delivering what they hold) and close the file."""
+        for pump in list(self._pumps):
+            pump.close()
+        if self._file is not None:
+            self._file.close()
+
+    def _deliver(self, stream: str, block: bytes) -> None:
+        """The hot path: one framed block to every sink, with per-chunk (not per-line) work."""
+        mux = self._mux
+        ts = time.time()
+        # The file first: it is the sink that must get every line.
+        if self._file is not None:
+            self._file.write(block)
+        chunk = Chunk(next(mux._seq), ts, self.name, stream, block, block.count(b"\n"))
+        self._ring.append(chunk)
+        mux.console.write_lines(self.name, stream, block, ts)
+        if mux._subs:
+            mux._publish(chunk)
+        if self._watchers:
+            lines = block[:-1].split(b"\n")
+            for fn in tuple(self._watchers):
+                try:
+                    fn(lines)
+                except Exception:
+                    _log.exception("log watcher failed", unit=self.name)
+
+
+class LogMux:
+    """Every unit's logs: get-or-create a ``UnitLog`` per unit, read tails, follow live lines."""
+
+    def __init__(
+        self,
+        console: ConsoleSink,
+        log_dir: Path | None,
+        *,
+        ring_bytes: int = 1 << 20,
+        follower_bytes: int = 1 << 20,
+    ) -> None:
+        self.console = console
+        self.log_dir = log_dir
+        self.ring_bytes = ring_bytes
+        self.follower_bytes = follower_bytes
+        self._units: dict[str, UnitLog] = {}
+        self._subs: list[LogSubscription] = []
+        self._seq = itertools.count()
+
+    def units(self) -> list[str]:
+        """Names of the units that have a log, in creation order."""
+        return list(self._units)
+
+    def unit_log(self, unit: str, file: str | None, max_size: int, keep: int) -> UnitLog:
+        """Get or create ``unit``'s log; (re)point its file at ``log_dir/file`` (None: no file)."""
+        log = self._units.get(unit)
+        if log is None:
+            log = self._units[unit] = UnitLog(self, unit)
+            self.console.register(unit)
+        path = None if file is None or self.log_dir is None else self.log_dir / file
+        log.configure(path, max_size, keep)
+        return log
+
+    def tail(self, units: Sequence[str] | None, n: int) -> list[LogLine]:
+        """The last ``n`` lines of ``units`` (all if None) merged in the order they were read."""
+        names = self._units if units is None else units
+        chunks: list[Chunk] = []
+        for name in names:
+            log = self._units.get(name)
+            if log is not None:
+                chunks.extend(log._ring.last(n))
+        return merge_tail(chunks, n)
+
+    def subscribe(self, units: Sequence[str] | None, *, backlog: int = 0) -> LogSubscription:
+        """Follow ``units`` (all if None), starting with their last ``backlog`` lines.
+
+        Taking the backlog and subscribing happen in one step: no line is missed or repeated.
+        """
+        sub = LogSubscription(
+            None if units is None else frozenset(units),
+            max_bytes=self.follower_bytes,
+            backlog=self.tail(units, backlog) if backlog > 0 else None,
+            on_close=self._unsubscribe,
+        )
+        self._subs.append(sub)
+        return sub
+
+    async def aclose(self) -> None:
+        """Stop every pump (flushing partial lines), close files, end every follower."""
+        for log in self._units.values():
+            log.close()
+        for sub in list(self._subs):
+            sub.close()
+
+    def _publish(self, chunk: Chunk) -> None:
+        for sub in self._subs:
+            if sub.wants(chunk.unit):
+                sub.push(chunk)
+
+    def _unsubscribe(self, sub: LogSubscription) -> None:
+        if sub in self._subs:
+            self._subs.remove(sub)
