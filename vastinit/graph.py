@@ -39,20 +39,22 @@ def start_layers(units: Mapping[str, Unit]) -> list[list[str]]:
     if cycle is not None:
         raise ValueError(f"dependency cycle: {' -> '.join(cycle)}")
     edges = _edges(units)
-    depth: dict[str, int] = {}
-
-    def layer(name: str) -> int:
-        # Recursion depth is bounded by the longest dependency chain, a handful in practice.
-        if name not in depth:
-            depth[name] = 1 + max((layer(dep) for dep in edges[name]), default=-1)
-        return depth[name]
-
+    waiting_on = {name: len(deps) for name, deps in edges.items()}
+    users: dict[str, list[str]] = {name: [] for name in edges}
+    for name, deps in edges.items():
+        for dep in deps:
+            users[dep].append(name)
     layers: list[list[str]] = []
-    for name in sorted(units):
-        index = layer(name)
-        while len(layers) <= index:
-            layers.append([])
-        layers[index].append(name)
+    layer = sorted(name for name, count in waiting_on.items() if count == 0)
+    while layer:
+        layers.append(layer)
+        following: list[str] = []
+        for name in layer:
+            for user in users[name]:
+                waiting_on[user] -= 1
+                if waiting_on[user] == 0:
+                    following.append(user)
+        layer = sorted(following)
     return layers
 
 

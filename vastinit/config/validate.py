@@ -261,6 +261,8 @@ class _Builder:
         else:
             failures = _or(self.integer(table, (*base, "failures"), minimum=1), 3)
         chosen = [k for k in kinds if k in table and table[k] is not False]
+        if not chosen and any(k in table for k in ("log", "notify") if k not in kinds):
+            return None  # already reported: a readiness-only probe in [liveness]
         if len(chosen) != 1:
             found = f"found {', '.join(chosen)}" if chosen else "found none"
             self.report(base, f"[{section}] must name exactly one of {', '.join(kinds)} ({found})")
