@@ -2,8 +2,8 @@
 
 Text format: ``vastinit | event key=value ...`` (the prefix padded like unit lines, and a
 ``warning:``/``error:`` tag above info); JSON format: one object per line with ``ts``,
-``unit`` ("vastinit"), ``level``, ``event`` and the event's keys (one named like those four
-gets an ``event_`` prefix: ``unit=sglang`` is written ``"event_unit": "sglang"``).  Library code calls
+``unit`` ("vastinit", or the unit the event is about), ``level``, ``event`` and the event's
+keys.  Library code calls
 ``structlog.get_logger()``; only ``configure_structlog`` decides where lines go.
 """
 
@@ -93,9 +93,9 @@ def _json_renderer(_logger: Any, _name: str, event_dict: MutableMapping[str, Any
         "event": event_dict.pop("event", ""),
     }
     event_dict.pop("timestamp", None)
-    for key, value in event_dict.items():
-        # "unit" names the line's source (vastinit); an event's own unit=... becomes event_unit.
-        record[f"event_{key}" if key in record else key] = value
+    # An event about a unit (unit=NAME) carries that name in "unit", so filtering on a unit
+    # gets its lines and its lifecycle; events have "event", output lines have "line".
+    record.update(event_dict)
     return json.dumps(record, default=str, ensure_ascii=False)
 
 
