@@ -1,0 +1,266 @@
+"""The core engine against real processes: order, skips, restarts, stops, PID 1."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from tests.harness import PROGRAMS, Vastinit, wait_until, write_unit
+
+PY = sys.executable
+Start = Callable[..., Vastinit]
+
+
+def test_dependent_starts_after_dependency_and_skips_propagate(
+    units_dir: Path, vastinit_run: Start
+) -> None:
+    write_unit(
+        units_dir,
+        "prep",
+        """
+        type = "oneshot"
+        command = "echo preparing; exit 0"
+    """,
+    )
+    write_unit(
+        units_dir,
+        "web",
+        """
+        command = ["sleep", "60"]
+        [depends_on]
+        prep = "succeeded"
+    """,
+    )
+    write_unit(
+        units_dir,
+        "needs_model",
+        """
+        command = ["sleep", "60"]
+        [condition]
+        env = ["SURELY_UNSET_MODEL_VAR"]
+    """,
+    )
+    write_unit(
+        units_dir,
+        "ui",
+        """
+        command = ["sleep", "60"]
+        [depends_on]
+        needs_model = "ready"
+    """,
+    )
+    v = vastinit_run()
+    v.wait_state("web", "ready")
+    order = v.transitions()
+    assert order.index(("prep", "exited")) < order.index(("web", "starting"))
+    v.wait_state("ui", "skipped")
+    assert v.event("needs_model", "skipped")["cause"] == "SURELY_UNSET_MODEL_VAR is not set"
+    assert "needs_model" in v.event("ui", "skipped")["cause"]
+    v.wait_line("prep", "preparing")
+    assert v.terminate() == 0
+
+
+def test_condition_skipped_job_lets_dependents_start(units_dir: Path, vastinit_run: Start) -> None:
+    write_unit(
+        units_dir,
+        "provisioning",
+        """
+        type = "oneshot"
+        command = "exit 0"
+        [condition]
+        path_missing = ["/"]
+    """,
+    )
+    write_unit(
+        units_dir,
+        "app",
+        """
+        command = ["sleep", "60"]
+        [depends_on]
+        provisioning = "exited"
+    """,
+    )
+    v = vastinit_run()
+    v.wait_state("app", "ready")
+    assert v.state("provisioning") == "skipped"
+    assert v.terminate() == 0
+
+
+def test_killed_service_is_restarted_after_its_delay(
+    units_dir: Path, tmp_path: Path, vastinit_run: Start
+) -> None:
+    pidfile = tmp_path / "pid"
+    write_unit(
+        units_dir,
+        "svc",
+        f"""
+        command = "echo $$$$ > {pidfile}; exec sleep 60"  # $$ is a literal $
+        [restart]
+        delay = "300ms"
+    """,
+    )
+    v = vastinit_run()
+    v.wait_state("svc", "ready")
+    first = int(
+        wait_until(lambda: pidfile.read_text().strip() if pidfile.exists() else "", 5, "pid file")
+    )
+    pidfile.unlink()
+    os.kill(first, 9)
+    v.wait_state("svc", "backoff")
+    assert "killed by SIGKILL; restarting in 300ms" in v.event("svc", "backoff")["cause"]
+    v.wait_state("svc", "ready", count=2)
+    second = int(
+        wait_until(
+            lambda: pidfile.read_text().strip() if pidfile.exists() else "", 5, "new pid file"
+        )
+    )
+    assert second != first
+    backoff_at = v.event("svc", "backoff")["ts"]
+    restarted = [e for e in v.events if e.get("unit") == "svc" and e.get("state") == "starting"]
+    assert restarted[1]["ts"] - backoff_at >= 0.3
+    assert v.terminate() == 0
+
+
+def test_crash_loop_ends_in_failed(units_dir: Path, vastinit_run: Start) -> None:
+    write_unit(
+        units_dir,
+        "crashy",
+        """
+        command = "exit 3"
+        [restart]
+        delay = "0s"
+        limit = 3
+        window = "1m"
+    """,
+    )
+    v = vastinit_run()
+    v.wait_state("crashy", "failed")
+    assert v.states("crashy").count("starting") == 4  # first start + 3 restarts
+    assert "restart limit reached" in v.event("crashy", "failed")["cause"]
+    assert v.terminate() == 0
+
+
+def test_essential_failure_stops_everything_with_its_code(
+    units_dir: Path, vastinit_run: Start
+) -> None:
+    write_unit(units_dir, "other", 'command = ["sleep", "60"]')
+    write_unit(
+        units_dir,
+        "core",
+        """
+        type = "oneshot"
+        command = "exit 7"
+        [restart]
+        essential = true
+    """,
+    )
+    v = vastinit_run()
+    v.proc.wait(20)
+    assert v.proc.returncode == 7
+    assert v.state("other") == "stopped"
+
+
+def test_sigterm_ignoring_group_is_killed_at_timeout(
+    units_dir: Path, tmp_path: Path, vastinit_run: Start
+) -> None:
+    pids_file = tmp_path / "pids"
+    write_unit(
+        units_dir,
+        "stubborn",
+        f"""
+        command = ["{PY}", "{PROGRAMS / "stubborn.py"}", "{pids_file}"]
+        [stop]
+        timeout = "500ms"
+    """,
+    )
+    v = vastinit_run()
+    v.wait_line("stubborn", "stubborn ready")
+    pids = [int(p) for p in pids_file.read_text().split()]
+    assert len(pids) == 3 and all(_alive(p) for p in pids)
+    assert v.terminate() == 0
+    stopped = v.event("stubborn", "stopped")
+    assert "SIGKILL after SIGTERM timed out (500ms)" in stopped["cause"]
+    assert not any(_alive(p) for p in pids), "a grandchild survived the stop"
+
+
+def test_stop_order_is_reverse_dependency_order(units_dir: Path, vastinit_run: Start) -> None:
+    write_unit(units_dir, "db", 'command = ["sleep", "60"]')
+    write_unit(
+        units_dir,
+        "api",
+        """
+        command = ["sleep", "60"]
+        depends_on = { db = "ready" }
+    """,
+    )
+    v = vastinit_run()
+    v.wait_state("api", "ready")
+    assert v.terminate() == 0
+    order = v.transitions()
+    assert order.index(("api", "stopped")) < order.index(("db", "stopping"))
+
+
+@pytest.mark.skipif(shutil.which("unshare") is None, reason="unshare (util-linux) missing")
+def test_as_pid1_reaps_1000_orphans_and_exits_0_on_sigterm(
+    units_dir: Path, vastinit_run: Start
+) -> None:
+    write_unit(
+        units_dir,
+        "orphans",
+        f"""
+        command = ["{PY}", "{PROGRAMS / "orphans.py"}", "1000"]
+    """,
+    )
+    write_unit(units_dir, "idle", 'command = ["sleep", "60"]')
+    v = vastinit_run(pid1=True)
+    v.wait_line("orphans", "spawned 1000 orphans", timeout=60)
+    assert any(e.get("event") == "vastinit starting" and e.get("pid") == 1 for e in v.events)
+    ns_root = v.proc.pid  # unshare; vastinit is its child (PID 1 inside)
+
+    def zombies_and_orphans() -> tuple[int, int]:
+        tree = _descendants(ns_root)
+        return sum(1 for s in tree.values() if s == "Z"), len(tree)
+
+    # Every orphan sleeps 50 ms then exits; none may stay a zombie.
+    wait_until(
+        lambda: zombies_and_orphans() == (0, 3),
+        10,
+        "no zombies left (tree: vastinit, orphans.py, sleep)",
+    )
+    assert v.terminate() == 0
+
+
+def _alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except FileNotFoundError:
+        return False
+
+
+def _descendants(root: int) -> dict[int, str]:
+    """pid -> state letter for every process below ``root`` (excluding it)."""
+    parents: dict[int, tuple[int, str]] = {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+        except (FileNotFoundError, ProcessLookupError):
+            continue
+        parents[int(entry)] = (int(fields[1]), fields[0])
+    out: dict[int, str] = {}
+    frontier = [root]
+    while frontier:
+        parent = frontier.pop()
+        for pid, (ppid, state) in parents.items():
+            if ppid == parent and pid not in out:
+                out[pid] = state
+                frontier.append(pid)
+    return out

@@ -1,0 +1,150 @@
+"""Composition root of ``vastinit run``: config -> manager -> control -> pid1."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from collections.abc import Callable, Mapping
+from pathlib import Path
+
+import anyio
+import structlog
+
+from vastinit import paths
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="vastinit run",
+        description="Run every unit in dependency order, in the foreground (PID 1 or not).",
+    )
+    p.add_argument(
+        "--units",
+        action="append",
+        metavar="DIR",
+        help="unit directory (repeatable; replaces the default search path)",
+    )
+    p.add_argument("--log-dir", metavar="DIR", help="where unit log files go")
+    p.add_argument("--socket", metavar="PATH", help="control socket path")
+    p.add_argument("--no-control", action="store_true", help="do not open the control socket")
+    return p
+
+
+def main_run(argv: list[str]) -> int:
+    """``vastinit run``: returns 0, 2 for bad unit files, or the failed essential's code."""
+    args = _parser().parse_args(argv)
+    from vastinit.config import load_units
+    from vastinit.errors import ConfigError
+
+    unit_dirs = [Path(d) for d in args.units] if args.units else paths.default_unit_dirs()
+    try:
+        units = load_units(unit_dirs)
+    except ConfigError as exc:
+        for problem in exc.problems:
+            print(problem, file=sys.stderr)
+        print(
+            f"vastinit: {len(exc.problems)} problem(s) in unit files; nothing started",
+            file=sys.stderr,
+        )
+        return 2
+    log_dir = Path(args.log_dir) if args.log_dir else paths.default_log_dir()
+    try:
+        log_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        print(f"vastinit: cannot create log dir {log_dir}: {exc.strerror}", file=sys.stderr)
+        return 2
+    socket = (
+        None if args.no_control else (Path(args.socket) if args.socket else paths.default_socket())
+    )
+    return anyio.run(_run, units, unit_dirs, log_dir, socket)
+
+
+def gpu_environment() -> dict[str, str]:
+    """``GPU_COUNT`` for every unit (0 without a driver)."""
+    try:
+        from vastinit.stack.gpu import gpu_count
+    except ImportError:  # pragma: no cover - the stack layer is optional
+        return {"GPU_COUNT": "0"}
+    return {"GPU_COUNT": str(gpu_count())}
+
+
+async def _run(
+    units: Mapping[str, object],
+    unit_dirs: list[Path],
+    log_dir: Path,
+    socket: Path | None,
+) -> int:
+    from vastinit.logs.console import ConsoleSink
+    from vastinit.logs.events import configure_structlog
+    from vastinit.logs.mux import LogMux
+    from vastinit.model import Unit
+    from vastinit.proc.reaper import Reaper, become_subreaper
+    from vastinit.supervisor.manager import Manager
+    from vastinit.supervisor.pid1 import is_pid1, serve_signals
+
+    fmt = "json" if os.environ.get("VASTINIT_LOG_FORMAT", "").lower() == "json" else "text"
+    console = ConsoleSink(1, fmt=fmt)
+    configure_structlog(console, fmt)
+    log = structlog.get_logger("vastinit")
+    reaper = Reaper()
+    reaper.install()
+    if not is_pid1() and not become_subreaper():
+        log.warning("could not become child subreaper; orphans will not be reaped by us")
+    mux = LogMux(console, log_dir)
+    base_env = dict(os.environ)
+    base_env.setdefault("GPU_COUNT", gpu_environment()["GPU_COUNT"])
+    typed_units: dict[str, Unit] = {k: v for k, v in units.items() if isinstance(v, Unit)}
+    manager = Manager(
+        typed_units, reaper=reaper, mux=mux, base_env=base_env, runner_setup=_runner_setup()
+    )
+    log.info("vastinit starting", pid=os.getpid(), units=len(typed_units), log_dir=str(log_dir))
+    code = 0
+    try:
+        async with anyio.create_task_group() as tg:
+            await tg.start(manager.run)
+            if socket is not None:
+                await _start_control(tg, manager, socket, unit_dirs)
+            code = await serve_signals(manager, _reloader(manager, unit_dirs))
+            tg.cancel_scope.cancel()
+    finally:
+        log.info("vastinit exiting", code=code)
+        await console.drain(2.0)
+        await mux.aclose()
+        reaper.uninstall()
+        console.close()
+    return code
+
+
+def _runner_setup() -> list[Callable[..., None]]:
+    """Plug-ins for each unit runner; each layer is optional until it exists."""
+    setups: list[Callable[..., None]] = []
+    try:
+        from vastinit.health import setup_runner as health_setup
+
+        setups.append(health_setup)
+    except ImportError:
+        pass
+    try:
+        from vastinit.scheduler import setup_runner as cron_setup
+
+        setups.append(cron_setup)
+    except ImportError:
+        pass
+    return setups
+
+
+def _reloader(manager: object, unit_dirs: list[Path]) -> Callable[[], object] | None:
+    try:
+        from vastinit.supervisor.reload import make_reloader
+    except ImportError:
+        return None
+    return make_reloader(manager, unit_dirs)  # type: ignore[arg-type]
+
+
+async def _start_control(tg: object, manager: object, socket: Path, unit_dirs: list[Path]) -> None:
+    try:
+        from vastinit.control.server import start_control_server
+    except ImportError:
+        return
+    await start_control_server(tg, manager, socket, unit_dirs)  # type: ignore[arg-type]

@@ -1,0 +1,1 @@
+"""Processes: spawning in their own session, the one reaper, process-group control."""

@@ -1,0 +1,131 @@
+"""Start a unit's process in its own session, with clean fds, /dev/null stdin and its user.
+
+``subprocess.Popen`` is used for the fork/exec only: its ``wait``/``poll`` are never
+called, and ``returncode`` is filled in by us once the reaper has the status, so Popen's
+own clean-up never calls ``waitpid`` behind the reaper's back.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import grp
+import os
+import pwd
+import subprocess
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+
+from vastinit.errors import SpawnError
+from vastinit.proc.reaper import Reaper
+from vastinit.proc.status import ExitStatus
+
+
+@dataclass
+class Child:
+    """A spawned process; its pid is also its process-group and session id."""
+
+    pid: int
+    started_at: float  # time.monotonic()
+    _popen: subprocess.Popen[bytes]
+    _status: asyncio.Future[int]
+    exit_status: ExitStatus | None = field(default=None)
+
+    @property
+    def pgid(self) -> int:
+        return self.pid
+
+    @property
+    def exited(self) -> bool:
+        return self._status.done()
+
+    async def wait(self) -> ExitStatus:
+        """Wait for the main process to exit (reaped by the Reaper) and return how."""
+        raw = await asyncio.shield(self._status)
+        if self.exit_status is None:
+            self.exit_status = ExitStatus.from_wait_status(raw)
+            # Tell Popen the child is reaped so its finaliser never waits for it.
+            self._popen.returncode = self.exit_status.shell_code
+        return self.exit_status
+
+
+@dataclass(frozen=True)
+class Identity:
+    """Resolved ``user``/``group`` of a unit: ids plus the login environment it implies."""
+
+    uid: int | None
+    gid: int | None
+    groups: tuple[int, ...] | None
+    env: Mapping[str, str]
+
+
+def resolve_identity(user: str | None, group: str | None) -> Identity:
+    """Look up ``user`` and ``group`` (names or numbers); SpawnError if unknown."""
+    uid = gid = None
+    groups: tuple[int, ...] | None = None
+    env: dict[str, str] = {}
+    if user is not None:
+        try:
+            pw = pwd.getpwuid(int(user)) if user.isdigit() else pwd.getpwnam(user)
+        except KeyError:
+            raise SpawnError(f"unknown user {user!r}") from None
+        uid, gid = pw.pw_uid, pw.pw_gid
+        groups = tuple(g.gr_gid for g in grp.getgrall() if pw.pw_name in g.gr_mem)
+        env = {"USER": pw.pw_name, "LOGNAME": pw.pw_name, "HOME": pw.pw_dir}
+        if pw.pw_shell:
+            env["SHELL"] = pw.pw_shell
+    if group is not None:
+        try:
+            gid = grp.getgrgid(int(group)).gr_gid if group.isdigit() else grp.getgrnam(group).gr_gid
+        except KeyError:
+            raise SpawnError(f"unknown group {group!r}") from None
+    return Identity(uid, gid, groups, env)
+
+
+def spawn(
+    argv: Sequence[str],
+    *,
+    reaper: Reaper,
+    env: Mapping[str, str],
+    cwd: str | None = None,
+    user: str | None = None,
+    group: str | None = None,
+    stdout: int | None = None,
+    stderr: int | None = None,
+) -> Child:
+    """Start ``argv`` in a new session (pgid = pid) with stdin on /dev/null.
+
+    ``stdout``/``stderr`` are fds the child gets (the caller closes its copies). Raises
+    SpawnError with a one-line reason when the program cannot be started.
+    """
+    if not argv:
+        raise SpawnError("empty command")
+    ident = resolve_identity(user, group)
+    if ident.uid is not None and ident.uid == os.geteuid() and group is None:
+        ident = Identity(None, None, None, ident.env)  # already that user: nothing to switch
+    full_env = {**ident.env, **env} if ident.env else dict(env)
+    if cwd is not None and not os.path.isdir(cwd):
+        raise SpawnError(f"working_dir {cwd} does not exist")
+    try:
+        popen = subprocess.Popen(
+            list(argv),
+            stdin=subprocess.DEVNULL,
+            stdout=stdout,
+            stderr=stderr,
+            cwd=cwd,
+            env=full_env,
+            start_new_session=True,  # own session and group: stop reaches the whole tree
+            close_fds=True,
+            user=ident.uid,
+            group=ident.gid,
+            extra_groups=list(ident.groups) if ident.groups is not None else None,
+        )
+    except FileNotFoundError:
+        raise SpawnError(f"program not found: {argv[0]}") from None
+    except PermissionError as exc:
+        raise SpawnError(f"cannot execute {argv[0]}: {exc.strerror}") from None
+    except OSError as exc:
+        raise SpawnError(f"cannot start {argv[0]}: {exc.strerror or exc}") from None
+    # Registered before any await: the reaper runs only on the loop, so it can't miss it.
+    status = reaper.watch(popen.pid)
+    return Child(pid=popen.pid, started_at=time.monotonic(), _popen=popen, _status=status)

@@ -1,0 +1,59 @@
+"""How a process ended, decoded once from its wait status."""
+
+from __future__ import annotations
+
+import os
+import signal
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class ExitStatus:
+    """Exit code, or the signal that killed the process (exactly one is set)."""
+
+    code: int | None = None
+    signal: int | None = None
+
+    @classmethod
+    def from_wait_status(cls, status: int) -> ExitStatus:
+        if os.WIFSIGNALED(status):
+            return cls(signal=os.WTERMSIG(status))
+        return cls(code=os.WEXITSTATUS(status))
+
+    @property
+    def success(self) -> bool:
+        return self.code == 0
+
+    @property
+    def shell_code(self) -> int:
+        """The code a shell would report: the exit code, or 128 + signal number."""
+        return self.code if self.code is not None else 128 + (self.signal or 0)
+
+    def __str__(self) -> str:
+        if self.signal is not None:
+            return f"killed by {signal_name(self.signal)}"
+        return f"exit {self.code}"
+
+
+def signal_name(number: int) -> str:
+    """``SIGTERM`` for 15; ``signal 99`` for numbers with no name."""
+    try:
+        return signal.Signals(number).name
+    except ValueError:
+        return f"signal {number}"
+
+
+def parse_signal(value: str | int) -> int:
+    """Signal number from ``"SIGTERM"``, ``"term"``, ``"15"`` or 15; ValueError if unknown."""
+    if isinstance(value, int):
+        signal.Signals(value)  # raises ValueError for a number with no signal
+        return value
+    text = value.strip().upper()
+    if text.isdigit():
+        return parse_signal(int(text))
+    if not text.startswith("SIG"):
+        text = "SIG" + text
+    try:
+        return int(signal.Signals[text])
+    except KeyError:
+        raise ValueError(f"unknown signal {value!r}") from None

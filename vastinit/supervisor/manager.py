@@ -1,0 +1,194 @@
+"""All units together: boot, dependency views, start/stop/restart, ordered shutdown."""
+
+from __future__ import annotations
+
+import asyncio
+import difflib
+from collections.abc import Callable, Iterable, Mapping
+
+import anyio
+import structlog
+from anyio.abc import TaskGroup
+
+from vastinit.errors import UnknownUnitError
+from vastinit.logs.mux import LogMux
+from vastinit.model import State, Unit
+from vastinit.proc.reaper import Reaper
+from vastinit.supervisor.policy import DependencyView, SkipKind
+from vastinit.supervisor.states import Transition
+from vastinit.supervisor.unit import UnitRunner, UnitStatus
+
+log = structlog.get_logger("vastinit")
+
+# Plug-ins set on each new runner (health probes, cron); see vastinit.app.
+RunnerSetup = Callable[[UnitRunner], None]
+
+
+class Manager:
+    """Owns every UnitRunner; the only object the control layer talks to (via commands)."""
+
+    def __init__(
+        self,
+        units: Mapping[str, Unit],
+        *,
+        reaper: Reaper,
+        mux: LogMux,
+        base_env: Mapping[str, str],
+        runner_setup: Iterable[RunnerSetup] = (),
+    ) -> None:
+        self.reaper = reaper
+        self.mux = mux
+        self.base_env = dict(base_env)
+        self.units: dict[str, Unit] = dict(units)
+        self.runners: dict[str, UnitRunner] = {}
+        self._setup = list(runner_setup)
+        self._changed = asyncio.Event()
+        self._tg: TaskGroup | None = None
+        self._scopes: dict[str, anyio.CancelScope] = {}
+        self.shutting_down = False
+        self.exit_code = 0
+        self.shutdown_requested = asyncio.Event()
+        self.transition_listeners: list[Callable[[Transition], None]] = []
+
+    # ---- RunnerContext ----------------------------------------------------------------
+
+    def dependency_view(self, name: str) -> DependencyView:
+        runner = self.runners.get(name)
+        if runner is None:
+            from vastinit.model import UnitType
+
+            return DependencyView(False, False, UnitType.SERVICE, State.INACTIVE)
+        return DependencyView(
+            exists=True,
+            enabled=runner.unit.enabled,
+            type=runner.unit.type,
+            state=runner.state,
+            skip_kind=runner.skip_kind,
+            cause=runner.sm.cause,
+        )
+
+    async def changed(self) -> None:
+        """Return at the next state change of any unit."""
+        await self._changed.wait()
+
+    def notify(self) -> None:
+        event, self._changed = self._changed, asyncio.Event()
+        event.set()
+
+    def on_transition(self, transition: Transition) -> None:
+        for listener in self.transition_listeners:
+            listener(transition)
+        self.notify()
+
+    def essential_failed(self, unit: str, code: int) -> None:
+        if self.shutting_down:
+            return
+        log.error("essential unit failed; stopping everything", failed_unit=unit, code=code)
+        self.exit_code = code
+        self.shutdown_requested.set()
+
+    # ---- running ------------------------------------------------------------------------
+
+    async def run(
+        self, *, task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED
+    ) -> None:
+        """Start every runner's task and boot every enabled unit; runs until cancelled."""
+        async with anyio.create_task_group() as tg:
+            self._tg = tg
+            for unit in self.units.values():
+                self._add_runner(unit)
+            self.boot()
+            task_status.started()
+            await anyio.sleep_forever()
+
+    def boot(self) -> None:
+        for runner in self.runners.values():
+            if runner.unit.enabled:
+                runner.start("boot")
+            else:
+                runner.skip_kind = SkipKind.DISABLED
+                runner.sm.set(State.SKIPPED, "disabled (enabled = false)")
+
+    def _add_runner(self, unit: Unit) -> UnitRunner:
+        assert self._tg is not None
+        runner = UnitRunner(unit, self)
+        for setup in self._setup:
+            setup(runner)
+        self.runners[unit.name] = runner
+        scope = anyio.CancelScope()
+        self._scopes[unit.name] = scope
+
+        async def task() -> None:
+            with scope:
+                await runner.main()
+
+        self._tg.start_soon(task)
+        return runner
+
+    async def remove_runner(self, name: str) -> None:
+        """Stop a unit and forget it (used by reload for units whose file is gone)."""
+        await self.stop_and_wait(name, "unit removed")
+        self._scopes.pop(name).cancel()
+        del self.runners[name]
+        self.units.pop(name, None)
+        self.notify()
+
+    def add_unit(self, unit: Unit, *, start: bool = True) -> UnitRunner:
+        """Register a new unit (reload) and start it if enabled."""
+        self.units[unit.name] = unit
+        runner = self._add_runner(unit)
+        if start and unit.enabled:
+            runner.start("added by reload")
+        self.notify()
+        return runner
+
+    # ---- commands --------------------------------------------------------------------
+
+    def runner(self, name: str) -> UnitRunner:
+        """The runner of ``name``; UnknownUnitError naming close matches otherwise."""
+        runner = self.runners.get(name)
+        if runner is None:
+            close = difflib.get_close_matches(name, list(self.runners), n=3, cutoff=0.6)
+            hint = f" (did you mean {', '.join(close)}?)" if close else ""
+            raise UnknownUnitError(f"no unit {name!r}{hint}")
+        return runner
+
+    def status(self, names: Iterable[str] | None = None) -> list[UnitStatus]:
+        selected = list(names) if names else sorted(self.runners)
+        return [self.runner(n).snapshot() for n in selected]
+
+    async def wait_for(self, predicate: Callable[[], bool], timeout: float | None) -> bool:
+        """Wait until ``predicate()`` holds; False on timeout."""
+        with anyio.move_on_after(timeout):
+            while not predicate():
+                await self.changed()
+            return True
+        return predicate()
+
+    async def stop_and_wait(self, name: str, cause: str, timeout: float | None = None) -> bool:
+        runner = self.runner(name)
+        runner.stop(cause)
+        return await self.wait_for(lambda: runner.idle, timeout)
+
+    async def shutdown(self, cause: str) -> None:
+        """Stop every unit, dependents before their dependencies, independent ones in
+        parallel, each by its own stop rule; returns when every group is empty."""
+        self.shutting_down = True
+        log.info("shutting down", cause=cause)
+        for runner in self.runners.values():
+            runner.hold()  # no new activation from here on
+        dependents: dict[str, set[str]] = {name: set() for name in self.runners}
+        for name, runner in self.runners.items():
+            for dep in runner.unit.depends_on:
+                if dep in dependents:
+                    dependents[dep].add(name)
+
+        async def stop_after_dependents(name: str) -> None:
+            await self.wait_for(
+                lambda: all(self.runners[d].idle for d in dependents[name]), timeout=None
+            )
+            await self.stop_and_wait(name, cause)
+
+        async with anyio.create_task_group() as tg:
+            for name in list(self.runners):
+                tg.start_soon(stop_after_dependents, name)
