@@ -50,6 +50,16 @@ def test_good_units_print_start_layers(tmp_path: Path) -> None:
     assert result.stderr == ""
 
 
+def test_dependent_of_a_disabled_unit_is_noted(tmp_path: Path) -> None:
+    good_stack(tmp_path)
+    write(tmp_path / "portal.toml", 'command = ["p"]\n[depends_on]\njupyter = "ready"\n')
+    result = check("--units", str(tmp_path))
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.splitlines()[-1] == (
+        "note: portal depends on jupyter, which is disabled: portal will be skipped"
+    )
+
+
 def test_search_path_from_environment_and_dropins(tmp_path: Path) -> None:
     good_stack(tmp_path / "base")
     # A drop-in in a second directory switches jupyter on and makes it wait for sglang.

@@ -159,6 +159,8 @@ CASES = [
     (CMD + '[log]\nfile = "${NAME.log"\n', 3, "log.file: bad template"),
     (CMD + '[readiness]\nhttp = "${URL"\n', 3, "readiness.http: bad template"),
     (CMD + '[liveness]\nexec = ["test", "${"]\n', 3, "liveness.exec[1]: bad template"),
+    (CMD + '[condition]\npath_exists = ["${WS/x"]\n', 3, "condition.path_exists[0]: bad template"),
+    (CMD + '[condition]\npath_missing = ["${}"]\n', 3, "condition.path_missing[0]: bad template"),
 ]
 
 

@@ -54,4 +54,7 @@ def main(argv: list[str]) -> int:
     disabled = sorted(set(units) - set(enabled))
     if disabled:
         print(f"disabled: {', '.join(disabled)}")
+    for name, unit in sorted(enabled.items()):
+        for dep in sorted(d for d in unit.depends_on if d in disabled):
+            print(f"note: {name} depends on {dep}, which is disabled: {name} will be skipped")
     return 0

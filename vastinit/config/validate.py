@@ -212,8 +212,8 @@ class _Builder:
                 )
         return Condition(
             env=names,
-            path_exists=self.strings(table, ("condition", "path_exists")) or (),
-            path_missing=self.strings(table, ("condition", "path_missing")) or (),
+            path_exists=self.strings(table, ("condition", "path_exists"), template=True) or (),
+            path_missing=self.strings(table, ("condition", "path_missing"), template=True) or (),
         )
 
     def depends_on(self, t: Table) -> Mapping[str, DependencyCondition]:
