@@ -32,25 +32,34 @@ def should_restart(mode: RestartMode, status: ExitStatus) -> bool:
 
 
 def after_exit(
-    policy: RestartPolicy, status: ExitStatus, restarts: Sequence[float], now: float
+    policy: RestartPolicy,
+    status: ExitStatus,
+    restarts: Sequence[float],
+    now: float,
+    *,
+    failed_run: str | None = None,
 ) -> Decision:
-    """What to do once a unit's process exited on its own.
+    """What to do once a unit's process exited on its own (or was failed by a probe).
 
     ``restarts`` are the monotonic times of earlier restarts: more than ``policy.limit``
     of them within ``policy.window`` means a crash loop, and the unit fails for good.
+    ``failed_run`` (a probe's reason) makes the run a failure whatever its exit status.
     """
+    if failed_run is not None and status.success:
+        status = ExitStatus(code=1) if status.code is not None else status
+    what = f"{failed_run} ({status})" if failed_run else str(status)
     if not should_restart(policy.mode, status):
         if status.success:
-            return Decision(AfterExit.EXITED, str(status))
-        return Decision(AfterExit.FAILED, f"{status}, restart policy {policy.mode.value}")
+            return Decision(AfterExit.EXITED, what)
+        return Decision(AfterExit.FAILED, f"{what}, restart policy {policy.mode.value}")
     recent = sum(1 for t in restarts if now - t < policy.window)
     if recent >= policy.limit:
         return Decision(
             AfterExit.FAILED,
-            f"{status}; restart limit reached ({recent} restarts within "
+            f"{what}; restart limit reached ({recent} restarts within "
             f"{format_duration(policy.window)})",
         )
-    return Decision(AfterExit.RESTART, str(status))
+    return Decision(AfterExit.RESTART, what)
 
 
 def backoff_delay(policy: RestartPolicy, consecutive_failures: int) -> float:

@@ -20,7 +20,7 @@ import structlog
 
 from vastinit.config import expand, resolve_unit, start_environment
 from vastinit.errors import SpawnError
-from vastinit.logs.mux import LogMux
+from vastinit.logs.mux import LogMux, UnitLog
 from vastinit.model import State, Unit, UnitType
 from vastinit.proc.group import group_alive
 from vastinit.proc.reaper import Reaper
@@ -41,6 +41,9 @@ from vastinit.supervisor.states import StateMachine, Transition
 from vastinit.supervisor.stopping import stop_child
 
 S = State
+
+
+PrestartHook = Callable[["UnitRunner", Unit, dict[str, str], UnitLog], None]
 
 
 class RunnerContext(Protocol):
@@ -124,10 +127,16 @@ class UnitRunner:
         self._stop_cause = "stop requested"
         self._wake = asyncio.Event()
         self._scope: anyio.CancelScope | None = None
-        # Hooks the health and scheduling layers plug into (see vastinit.health).
+        self.run_failure: str | None = None  # why the current run was failed by a probe
+        # Hooks the health and scheduling layers plug into (see vastinit.app):
+        # prestart_hook(runner, unit, env, ulog): just before spawn, may add to env and
+        #   watch the unit's output from its first line;
+        # readiness_hook(runner, unit, child): runs while the process lives; calls
+        #   mark_ready / mark_not_ready / fail_run;
+        # cron_hook(runner): runs a cron unit's schedule for the whole activation.
+        self.prestart_hook: PrestartHook | None = None
         self.readiness_hook: Callable[[UnitRunner, Unit, Child], Awaitable[None]] | None = None
         self.cron_hook: Callable[[UnitRunner], Awaitable[None]] | None = None
-        self.spawn_env_hook: Callable[[UnitRunner, dict[str, str]], None] | None = None
 
     # ---- commands (called by the manager; they only record intent) -------------------
 
@@ -212,7 +221,13 @@ class UnitRunner:
             except SpawnError as exc:
                 self._fail(f"cannot start: {exc}", 127)
                 return
-            decision = after_exit(self.unit.restart, status, self.restart_times, time.monotonic())
+            decision = after_exit(
+                self.unit.restart,
+                status,
+                self.restart_times,
+                time.monotonic(),
+                failed_run=self.run_failure,
+            )
             if decision.action is AfterExit.EXITED:
                 self.sm.set(S.EXITED, decision.reason)
                 return
@@ -229,7 +244,8 @@ class UnitRunner:
         delay = backoff_delay(self.unit.restart, self.consecutive_failures)
         self.restart_times.append(time.monotonic())
         self.restarts += 1
-        self.sm.set(S.BACKOFF, f"{status}; restarting in {format_duration(delay)}")
+        what = f"{self.run_failure} ({status})" if self.run_failure else str(status)
+        self.sm.set(S.BACKOFF, f"{what}; restarting in {format_duration(delay)}")
         if delay > 0:
             await anyio.sleep(delay)
 
@@ -240,10 +256,11 @@ class UnitRunner:
         is empty; returns how the main process ended. Raises SpawnError."""
         unit = resolve_unit(self.unit, env)
         spawn_env = dict(env)
-        if self.spawn_env_hook is not None:
-            self.spawn_env_hook(self, spawn_env)
         self.sm.set(S.STARTING, cause)
+        self.run_failure = None
         ulog = self.ctx.mux.unit_log(unit.name, unit.log_file, unit.log.max_size, unit.log.keep)
+        if self.prestart_hook is not None:
+            self.prestart_hook(self, unit, spawn_env, ulog)
         out_r, out_w = os.pipe2(os.O_CLOEXEC)
         err_r, err_w = os.pipe2(os.O_CLOEXEC)
         try:
@@ -277,7 +294,10 @@ class UnitRunner:
             tg.cancel_scope.cancel()
         self._record_exit(status)
         if group_alive(child.pgid):
-            self.sm.set(S.STOPPING, f"main process {status}; stopping what is left of its group")
+            if self.sm.state is not S.STOPPING:
+                self.sm.set(
+                    S.STOPPING, f"main process {status}; stopping what is left of its group"
+                )
             how = await stop_child(child, self.unit.stop, self.ctx.reaper)
             self.log.info("leftover processes stopped", by=how)
         self.child = None
@@ -294,11 +314,25 @@ class UnitRunner:
         await self.readiness_hook(self, unit, child)
 
     def mark_ready(self, cause: str) -> None:
-        """RUNNING -> READY (called by readiness probes)."""
+        """RUNNING -> READY (called by readiness probes); the first time, logs time to ready."""
         if self.sm.state is S.RUNNING:
             if self.ready_at is None:
                 self.ready_at = time.time()
+                took = self.ready_at - (self.started_at or self.ready_at)
+                cause = f"{cause}; ready {format_duration(took)} after start"
             self.sm.set(S.READY, cause)
+
+    async def fail_run(self, reason: str) -> None:
+        """Stop the current process as a *failed* run (start timeout, liveness failures):
+        the restart policy then decides, and the run counts toward the crash-loop limit."""
+        child = self.child
+        if child is None or child.exited:
+            return
+        self.run_failure = reason
+        if self.sm.state in (S.RUNNING, S.READY):
+            self.sm.set(S.STOPPING, reason)
+        with anyio.CancelScope(shield=True):
+            await stop_child(child, self.unit.stop, self.ctx.reaper)
 
     def mark_not_ready(self, cause: str) -> None:
         """READY -> RUNNING: a readiness probe failed after ready (no restart)."""
