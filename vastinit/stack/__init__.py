@@ -1,0 +1,1 @@
+"""The Vast stack: provisioning, the Caddy edge, the SGLang launcher and GPU discovery."""
