@@ -24,9 +24,10 @@ _PALETTE = ("36", "33", "32", "35", "34", "96", "93", "92", "95", "94")
 """ANSI colours given to units in turn, like docker compose does."""
 
 _EVENT_COLOR = "1"  # vastinit's own lines: bold, distinct from every unit
-_MARK = "\ue000"  # a private-use character standing for a newline inside the JSON fast path
 _IOV_MAX = 64  # buffers per writev: plenty to empty an 8 MiB queue in a few calls
 _CLOSE_FLUSH_S = 1.0
+_F_SETPIPE_SZ = getattr(fcntl, "F_SETPIPE_SZ", 1031)
+PIPE_SIZE = 1 << 20
 SELF = "vastinit"
 
 
@@ -55,7 +56,7 @@ class ConsoleSink:
         self.max_queue = max_queue
         self.dropped = 0
         self._unreported = 0  # drops not yet announced by a "dropped N lines" line
-        self._queue: deque[bytes] = deque()
+        self._queue: deque[bytes | bytearray] = deque()
         self._head = 0  # bytes of _queue[0] already written
         self._queued = 0  # unwritten bytes in the queue
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -72,8 +73,13 @@ class ConsoleSink:
             flags = fcntl.fcntl(fd, fcntl.F_GETFL)
             fcntl.fcntl(fd, fcntl.F_SETFL, flags | os.O_NONBLOCK)
             self._orig_flags = flags
+            mode = os.fstat(fd).st_mode
             # epoll refuses regular files; writes to them never return EAGAIN anyway.
-            self._pollable = not stat.S_ISREG(os.fstat(fd).st_mode)
+            self._pollable = not stat.S_ISREG(mode)
+            if stat.S_ISFIFO(mode):
+                # A deeper pipe rides out a reader that is scheduled late (a busy host).
+                with contextlib.suppress(OSError):
+                    fcntl.fcntl(fd, _F_SETPIPE_SZ, PIPE_SIZE)
         except OSError:
             self._broken = True  # no usable stdout: every line counts as dropped
 
@@ -122,7 +128,12 @@ class ConsoleSink:
             block = block[:cut]
             if not block:
                 return
-        self._enqueue(p + block[:-1].replace(b"\n", b"\n" + p) + b"\n")
+        # Two passes over the data: the C-speed replace, then one copy after the first prefix
+        # (the prefix that replace appends after the last newline is cut off in place).
+        out = bytearray(p)
+        out += block.replace(b"\n", b"\n" + p)
+        del out[-len(p) :]
+        self._enqueue(out)
 
     def write_event(self, line: str) -> None:
         """Queue one of vastinit's own log lines as-is, plus a newline."""
@@ -180,7 +191,7 @@ class ConsoleSink:
         self.dropped += n
         self._unreported += n
 
-    def _enqueue(self, data: bytes) -> None:
+    def _enqueue(self, data: bytes | bytearray) -> None:
         """Queue whole lines; what does not fit in the bound is dropped (whole lines)."""
         avail = self.max_queue - self._queued
         if len(data) > avail:
@@ -230,7 +241,7 @@ class ConsoleSink:
 
     def _write_once(self) -> str:
         """One writev of the queue's head: "progress", "blocked" or "error"."""
-        bufs: list[bytes | memoryview] = []
+        bufs: list[bytes | bytearray | memoryview] = []
         for i, buf in enumerate(self._queue):
             if i == _IOV_MAX:
                 break
@@ -297,13 +308,20 @@ class ConsoleSink:
         self._waiters.clear()
 
 
+_JSON_SAFE = bytes(b for b in range(0x20, 0x7F) if b not in b'"\\') + b"\n"
+"""Bytes a JSON string holds as-is: printable ASCII but quote and backslash (and newline,
+which separates lines here)."""
+
+
 def _json_lines(unit: str, stream: str, block: bytes, ts: float) -> bytes:
-    """Render a block as one JSON object per line, escaping the whole block in one C call."""
-    text = block[:-1].decode("utf-8", "replace")
+    """Render a block as one JSON object per line, with per-block (C-speed) work only."""
     head = f'{{"ts":{ts:.3f},"unit":{json.dumps(unit)},"stream":"{stream}","line":'
-    if _MARK in text:  # the marker occurs in the text itself: go line by line
-        return "".join(
-            f"{head}{json.dumps(line, ensure_ascii=False)}}}\n" for line in text.split("\n")
-        ).encode()
-    body = json.dumps(text.replace("\n", _MARK), ensure_ascii=False)
-    return (head + body.replace(_MARK, f'"}}\n{head}"') + "}\n").encode()
+    if not block.translate(None, _JSON_SAFE):
+        # Nothing to escape (the usual case): splice the JSON around the raw bytes.
+        h = head.encode() + b'"'
+        return h + block[:-1].replace(b"\n", b'"}\n' + h) + b'"}\n'
+    # Escape every line in one C call over the list; in its output a quote is always
+    # escaped inside a string, so '","' can only be the separator between two lines.
+    lines = block[:-1].decode("utf-8", "replace").split("\n")
+    body = json.dumps(lines, ensure_ascii=False, separators=(",", ":"))[1:-1]
+    return (head + body.replace('","', f'"}}\n{head}"') + "}\n").encode()
