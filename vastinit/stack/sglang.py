@@ -82,9 +82,41 @@ def server_command(
 def split_args(text: str, source: str, *, comments: bool = False) -> list[str]:
     """``text`` split like a POSIX shell would (no expansion); StackError names ``source``."""
     try:
-        return shlex.split(text, comments=comments)
+        return shlex.split(strip_comments(text) if comments else text)
     except ValueError as exc:
         raise StackError(f"{source}: cannot split into arguments: {exc}") from None
+
+
+def strip_comments(text: str) -> str:
+    """``text`` without shell comments: a ``#`` that starts a word, unquoted, to the line's end.
+
+    shlex's own comment mode also cuts ``a#b`` in the middle of a word, which a shell does not.
+    """
+    out: list[str] = []
+    quote = ""
+    word_start = True
+    i = 0
+    while i < len(text):
+        char = text[i]
+        escaped = char == "\\" and quote != "'" and i + 1 < len(text)
+        if escaped:
+            out.append(char)  # keep the backslash for shlex; the next char is literal
+            i += 1
+            char = text[i]
+        elif quote:
+            if char == quote:
+                quote = ""
+        elif char in "'\"":
+            quote = char
+        elif char == "#" and word_start:
+            end = text.find("\n", i)
+            if end < 0:
+                break
+            i, char = end, "\n"
+        out.append(char)
+        word_start = not quote and not escaped and char in " \t\r\n"
+        i += 1
+    return "".join(out)
 
 
 def read_args_file(path: str) -> list[str]:
