@@ -29,7 +29,15 @@ class FileSink:
     in ``lost_lines``.  Only regular files are rotated (a device such as /dev/null is not).
     """
 
-    def __init__(self, path: Path, max_size: int, keep: int, *, unit: str = "") -> None:
+    def __init__(
+        self,
+        path: Path,
+        max_size: int,
+        keep: int,
+        *,
+        unit: str = "",
+        reopen_interval: float = REOPEN_INTERVAL,
+    ) -> None:
         self.path = path
         self.max_size = max(1, max_size)
         self.keep = max(0, keep)
@@ -40,6 +48,7 @@ class FileSink:
         self._size = 0
         self._regular = False
         self._next_open = 0.0
+        self._reopen_interval = reopen_interval
         self._last_warning = -WARN_INTERVAL
 
     def write(self, block: bytes) -> None:
@@ -82,7 +91,7 @@ class FileSink:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o644)
         except OSError as exc:
-            self._next_open = now + REOPEN_INTERVAL
+            self._next_open = now + self._reopen_interval
             self._failed("open", exc)
             return False
         st = os.fstat(fd)
