@@ -18,9 +18,12 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
+
+if TYPE_CHECKING:
+    from vastinit.logs.mux import UnitLog
 
 REPO = Path(__file__).resolve().parents[2]
 FLOOD_C = REPO / "tests" / "programs" / "flood.c"
@@ -35,6 +38,11 @@ def flood_line(i: int) -> bytes:
 
 
 # -- the child side ----------------------------------------------------------------------
+
+
+def _file_errors(ulog: UnitLog) -> int:
+    assert ulog.file is not None
+    return ulog.file.errors + ulog.file.lost_lines
 
 
 def _runner(
@@ -78,7 +86,9 @@ def _runner(
             wall_s=wall,
             cpu_s=(after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime),
             dropped=console.dropped,
-            file_errors=[mux.unit_log(n, f"{n}.log", 1 << 40, 1).file.errors for n in mux.units()],
+            file_errors=[
+                _file_errors(mux.unit_log(n, f"{n}.log", 1 << 40, 1)) for n in mux.units()
+            ],
             tails=[mux.tail([n], 1)[0].text.decode() for n in mux.units()],
         )
         await mux.aclose()
