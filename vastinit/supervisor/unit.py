@@ -308,9 +308,10 @@ class UnitRunner:
             return  # a oneshot or cron run is done when it exits; it is never "ready"
         if unit.readiness is None:
             self.mark_ready("started; no readiness probe")
-            return
+            if unit.liveness is None:
+                return
         if self.readiness_hook is None:
-            raise RuntimeError("readiness probes need vastinit.health")
+            raise RuntimeError("readiness and liveness probes need vastinit.health")
         await self.readiness_hook(self, unit, child)
 
     def mark_ready(self, cause: str) -> None:
