@@ -22,7 +22,7 @@ import structlog
 from vastinit.logs.console import SELF, ConsoleSink
 
 MASK = "***"
-_SECRET_KEY = re.compile(r"token|password|passwd|secret|api_?key|credential", re.IGNORECASE)
+_SECRET_KEY = re.compile(r"token|password|passwd|secret|api[-_]?key|credential", re.IGNORECASE)
 _QUIET_LEVELS = frozenset({"info", "debug"})  # levels shown without a tag in text format
 _BARE = re.compile(r"[^\s\"'=\\]+")
 
@@ -44,10 +44,10 @@ def _mask_value(value: Any) -> Any:
                 hide_next = False
                 continue
             flag, eq, _ = arg.partition("=")
-            if flag.startswith("-") and _is_secret_key(flag):
-                if eq:
+            if _is_secret_key(flag):
+                if eq:  # --api-key=VALUE, HF_TOKEN=VALUE
                     arg = f"{flag}={MASK}"
-                else:
+                elif flag.startswith("-"):  # --api-key VALUE
                     hide_next = True
             out.append(arg)
         return out
