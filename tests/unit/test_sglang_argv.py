@@ -322,4 +322,4 @@ def test_launch_counts_real_gpus_when_auto_parallel_is_on(tmp_path: Path) -> Non
         assert argv[-2:] == ["--tp-size", str(expected)]
     else:
         assert "--tp-size" not in argv
-        assert "no visible NVIDIA GPU" in result.stdout
+        assert "no visible NVIDIA GPU" in result.stderr

@@ -26,3 +26,16 @@ def env_flag(env: Mapping[str, str], name: str, default: bool) -> bool:
     raise StackError(
         f"{name}={env[name]!r} is not a boolean: use 1/0, true/false, yes/no or on/off"
     )
+
+
+def configure_cli_logging() -> None:
+    """Send structlog events to stderr, as the supervisor renders them, for a stack command.
+
+    stdout stays clean for what the command prints (a Caddyfile, a server command line).
+    """
+    import os
+
+    from vastinit.logs.events import configure_structlog
+
+    fmt = "json" if os.environ.get("VASTINIT_LOG_FORMAT", "").lower() == "json" else "text"
+    configure_structlog(None, fmt)

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import structlog
 
-from vastinit.stack.common import StackError, env_flag
+from vastinit.stack.common import StackError, configure_cli_logging, env_flag
 
 log = structlog.get_logger("vastinit.stack.sglang")
 
@@ -208,6 +208,7 @@ def main(argv: list[str]) -> int:
     extra = argv[1:] if argv[:1] == ["--"] else argv
     from vastinit.stack.gpu import gpu_count
 
+    configure_cli_logging()
     env = os.environ
     try:
         command = plan(env, extra, gpus=gpu_count)

@@ -1,0 +1,434 @@
+"""``vastinit caddyfile``: the Caddyfile of the public edge, for Caddy 2.6 (Debian's).
+
+One site per served route, ``http://:PORT`` (``https://`` with ``ENABLE_HTTPS``), proxying
+to the route's internal port behind token auth (docs/stack.md "Auth"). The token is never
+in the file: Caddy reads ``{env.OPEN_BUTTON_TOKEN}`` (and ``{env.WEB_PASSWORD}`` when both
+differ) at request time, and every authed site refuses to serve while it is empty.
+"""
+
+from __future__ import annotations
+
+import argparse
+import html
+import os
+import re
+import sys
+import tempfile
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+import structlog
+
+from vastinit.model import Expose
+from vastinit.stack.caddy_token import check_token, default_token_file, ensure_token
+from vastinit.stack.common import StackError, configure_cli_logging, env_flag
+from vastinit.stack.routes import (
+    DEFAULT_PORTAL_CONFIG,
+    Route,
+    merge_routes,
+    parse_portal_config,
+    routes_from_expose,
+    site_plan,
+)
+
+__all__ = [
+    "AuthSettings",
+    "Route",
+    "TlsFiles",
+    "auth_from_env",
+    "ensure_token",
+    "main",
+    "render_caddyfile",
+]
+
+log = structlog.get_logger("vastinit.stack.caddy")
+
+DEFAULT_ADMIN = "127.0.0.1:2019"
+DEFAULT_COOKIE_LABEL = "vastinit"  # the cookie's prefix when VAST_CONTAINERLABEL is unset
+COOKIE_MAX_AGE = 604800  # a week, as before
+TLS_CERT = "/etc/instance.crt"
+TLS_KEY = "/etc/instance.key"
+LOADING_REFRESH_S = 5
+# Proxied without auth, as before: well-known files browsers and tools fetch on their own.
+PUBLIC_PATHS = (
+    "/.well-known/acme-challenge/*",
+    "/.well-known/change-password",
+    "/.well-known/security.txt",
+    "/security.txt",
+    "/manifest.json",
+    "/manifest.webmanifest",
+    "/site.webmanifest",
+)
+
+_COOKIE_UNSAFE = re.compile(r"[^A-Za-z0-9._-]")
+_GO_DURATION = re.compile(r"-1|0|(\d+(\.\d+)?(ns|us|ms|s|m|h))+")
+_ADMIN = re.compile(r"off|unix//[^\s{}\"`]+|[A-Za-z0-9.\[\]:-]*:\d+")
+_VAR = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+
+
+@dataclass(frozen=True)
+class AuthSettings:
+    """Who may pass the edge: the token variables Caddy reads, and where auth is off."""
+
+    enabled: bool = True
+    exclude_ports: frozenset[int] = frozenset()
+    cookie_name: str = f"{DEFAULT_COOKIE_LABEL}_auth_token"
+    token_vars: tuple[str, ...] = ("OPEN_BUTTON_TOKEN",)
+
+    def applies_to(self, route: Route) -> bool:
+        """Whether ``route``'s site asks for the token."""
+        return self.enabled and route.auth and route.port not in self.exclude_ports
+
+
+@dataclass(frozen=True)
+class TlsFiles:
+    """The certificate and key every site serves when HTTPS is on."""
+
+    cert: str
+    key: str
+
+
+def cookie_name(env: Mapping[str, str]) -> str:
+    """``${VAST_CONTAINERLABEL}_auth_token``; label ``vastinit`` when unset; unsafe chars -> _."""
+    label = env.get("VAST_CONTAINERLABEL", "").strip() or DEFAULT_COOKIE_LABEL
+    return f"{_COOKIE_UNSAFE.sub('_', label)}_auth_token"
+
+
+def auth_from_env(env: Mapping[str, str]) -> AuthSettings:
+    """ENABLE_AUTH, AUTH_EXCLUDE, VAST_CONTAINERLABEL and which token variables to accept."""
+    exclude: set[int] = set()
+    for item in env.get("AUTH_EXCLUDE", "").split(","):
+        item = item.strip()
+        if not item:
+            continue
+        if not item.isdigit() or not 1 <= int(item) <= 65535:
+            raise StackError(f"AUTH_EXCLUDE: {item!r} is not a port number (want e.g. 8000,8080)")
+        exclude.add(int(item))
+    button = env.get("OPEN_BUTTON_TOKEN", "").strip()
+    password = env.get("WEB_PASSWORD", "").strip()
+    # Both set and different: either one opens the door, as in the previous image.
+    both = bool(button and password and button != password)
+    return AuthSettings(
+        enabled=env_flag(env, "ENABLE_AUTH", True),
+        exclude_ports=frozenset(exclude),
+        cookie_name=cookie_name(env),
+        token_vars=("OPEN_BUTTON_TOKEN", "WEB_PASSWORD") if both else ("OPEN_BUTTON_TOKEN",),
+    )
+
+
+def tls_from_env(env: Mapping[str, str]) -> TlsFiles | None:
+    """The instance certificate when ``ENABLE_HTTPS`` is true and both files exist, else None."""
+    if not env_flag(env, "ENABLE_HTTPS", False):
+        return None
+    cert = env.get("CADDY_TLS_CERT") or TLS_CERT
+    key = env.get("CADDY_TLS_KEY") or TLS_KEY
+    missing = [p for p in (cert, key) if not Path(p).is_file()]
+    if missing:
+        log.warning("caddy.https_off", reason=f"missing {', '.join(missing)}; serving plain HTTP")
+        return None
+    return TlsFiles(cert, key)
+
+
+def render_caddyfile(
+    routes: Iterable[Route],
+    *,
+    auth: AuthSettings,
+    admin: str = DEFAULT_ADMIN,
+    bind: str | None = None,
+    tls: TlsFiles | None = None,
+    flush_interval: str = "-1",
+) -> str:
+    """The Caddyfile serving ``routes`` (aliases skipped); StackError on an unsafe setting."""
+    _check(admin, _ADMIN, "the Caddy admin address (CADDY_ADMIN)")
+    _check(flush_interval, _GO_DURATION, "CADDY_FLUSH_INTERVAL (-1 or a duration like 100ms)")
+    if bind is not None:
+        _check(bind, re.compile(r"[A-Za-z0-9.:\[\]-]+"), "the bind address")
+    if tls is not None:
+        _check(tls.cert, re.compile(r"[^\s{}\"`]+"), "the TLS certificate path")
+        _check(tls.key, re.compile(r"[^\s{}\"`]+"), "the TLS key path")
+    for name in auth.token_vars:
+        _check(name, _VAR, "a token variable name")
+    _check(auth.cookie_name, re.compile(r"[A-Za-z0-9._-]+"), "the cookie name")
+    lines = [
+        "# Generated by `vastinit caddyfile` from PORTAL_CONFIG and the units' [[expose]].",
+        "# Rewritten at every start of the caddy unit: edit those instead. The auth token is",
+        "# not in this file; Caddy reads it from its environment at request time.",
+        "{",
+        f"\tadmin {admin}",
+        "\tauto_https off",
+    ]
+    if tls is not None:
+        # Plain HTTP on an HTTPS port gets a redirect instead of a TLS handshake error.
+        lines += ["\tservers {", "\t\tlistener_wrappers {", "\t\t\thttp_redirect", "\t\t\ttls"]
+        lines += ["\t\t}", "\t}"]
+    lines.append("}")
+    for route in routes:
+        if route.is_alias:
+            continue
+        lines.append("")
+        lines += _site(route, auth, bind, tls, flush_interval)
+    return "\n".join(lines) + "\n"
+
+
+def _check(value: str, pattern: re.Pattern[str], what: str) -> None:
+    if not pattern.fullmatch(value):
+        raise StackError(f"{what}: {value!r} is not allowed here")
+
+
+def _site(
+    route: Route, auth: AuthSettings, bind: str | None, tls: TlsFiles | None, flush: str
+) -> list[str]:
+    scheme = "https" if tls else "http"
+    authed = auth.applies_to(route)
+    lines = [
+        f"# {_comment(route.label)}: port {route.port} -> {route.host}:{route.target}"
+        f" ({_comment(route.source) or 'route'}; auth {'on' if authed else 'off'})",
+        f"{scheme}://:{route.port} {{",
+    ]
+    if bind:
+        lines.append(f"\tbind {bind}")
+    if tls:
+        lines.append(f"\ttls {tls.cert} {tls.key}")
+    lines.append("\troute {")
+    body = [
+        "# The portal checks that a port answers with this, without credentials.",
+        "@portal_resolver path /portal-resolver",
+        "header @portal_resolver Access-Control-Allow-Origin *",
+        'respond @portal_resolver "ok" 200',
+    ]
+    if authed:
+        body += _auth(route, auth, flush)
+    body += _proxy(route, flush)
+    lines += _indent(body, 2)
+    lines.append("\t}")
+    lines += _indent(_loading(route), 1)
+    lines.append("}")
+    return lines
+
+
+def _auth(route: Route, auth: AuthSettings, flush: str) -> list[str]:
+    tokens = [f"{{env.{name}}}" for name in auth.token_vars]
+    empty = " || ".join(f'{t} == ""' for t in tokens)
+    cookie = auth.cookie_name
+    names = " or ".join(auth.token_vars)
+    lines = [
+        "# Never let an empty token match an empty credential.",
+        f"@no_token expression `{empty}`",
+        f"respond @no_token \"vastinit: the auth token ({names}) is empty in Caddy's "
+        'environment; start Caddy with `vastinit caddyfile --run`" 503',
+        "# ?token=TOKEN: remember it in the cookie and drop it from the URL; a browser",
+        "# navigation is redirected to the clean URL, any other client is served at once.",
+        f"@token_query query {' '.join(f'token={t}' for t in tokens)}",
+        "route @token_query {",
+        "\tvars vastinit_token {query.token}",
+        f'\theader Set-Cookie "{cookie}={{vars.vastinit_token}}; Path=/; '
+        f'Max-Age={COOKIE_MAX_AGE}; HttpOnly; SameSite=Lax"',
+        '\turi replace "&token={vars.vastinit_token}" ""',
+        '\turi replace "token={vars.vastinit_token}&" ""',
+        '\turi replace "token={vars.vastinit_token}" ""',
+        '\t@navigation expression `{http.request.header.Sec-Fetch-Mode} == "navigate" || '
+        '{http.request.header.Accept}.contains("text/html")`',
+        "\tredir @navigation {uri} 302",
+        *_indent(_proxy(route, flush), 1),
+        "}",
+        "# Otherwise the cookie or a Bearer header, or a public well-known path; else 401.",
+        "@denied {",
+        f"\tnot path {' '.join(PUBLIC_PATHS)}",
+        # One value per line: Caddy 2.6's header matcher takes one; the lines are AND-ed nots.
+        *(f"\tnot header Cookie *{cookie}={t}*" for t in tokens),
+        *(f'\tnot header Authorization "{s} {t}"' for t in tokens for s in ("Bearer", "bearer")),
+        "}",
+        'header @denied WWW-Authenticate "Bearer"',
+        'respond @denied "401 Unauthorized: send Authorization: Bearer TOKEN, the '
+        f'{cookie} cookie, or open this page once with ?token=TOKEN" 401',
+    ]
+    return lines
+
+
+def _proxy(route: Route, flush: str) -> list[str]:
+    return [
+        f"reverse_proxy {route.host}:{route.target} {{",
+        f"\tflush_interval {flush}",
+        "\theader_up Host {upstream_hostport}",
+        "\theader_up X-Real-IP {remote_host}",
+        "\theader_down -X-Portal-Placeholder",
+        "}",
+    ]
+
+
+def _loading(route: Route) -> list[str]:
+    # 502/503/504 from reverse_proxy: the upstream is not listening yet. Browsers get a page
+    # that reloads itself with status 200 (ADR 0017: a non-5xx interstitial, so no proxy in
+    # front swaps it for its own error page); other clients get an honest 503 + Retry-After.
+    name = _html(route.label or f"port {route.port}")
+    page = (
+        '<!doctype html><html lang="en"><head><meta charset="utf-8">'
+        f'<meta http-equiv="refresh" content="{LOADING_REFRESH_S}">'
+        '<meta name="viewport" content="width=device-width, initial-scale=1">'
+        f"<title>{name} is starting</title></head>"
+        '<body style="font-family: system-ui, sans-serif; max-width: 40em; margin: 4em auto; '
+        'padding: 0 1em; color: #222">'
+        f"<h1>{name} is starting&hellip;</h1>"
+        "<p>The service behind this port is not answering yet. Large models can take "
+        "several minutes to load.</p>"
+        f"<p>This page reloads itself every {LOADING_REFRESH_S} seconds.</p></body></html>"
+    )
+    text = f"{_plain(route.label or f'port {route.port}')} is starting; retry shortly"
+    return [
+        "handle_errors {",
+        "\t@starting expression `{err.status_code} in [502, 503, 504]`",
+        "\troute @starting {",
+        "\t\theader Cache-Control no-store",
+        "\t\theader X-Portal-Placeholder true",
+        f"\t\theader Retry-After {LOADING_REFRESH_S}",
+        '\t\t@browser expression `{http.request.header.Sec-Fetch-Mode} == "navigate" || '
+        '{http.request.header.Accept}.contains("text/html")`',
+        '\t\theader @browser Content-Type "text/html; charset=utf-8"',
+        f"\t\trespond @browser `{page}` 200",
+        f'\t\trespond "{text}" 503',
+        "\t}",
+        "}",
+    ]
+
+
+def _indent(lines: list[str], depth: int) -> list[str]:
+    return [("\t" * depth + line) if line else line for line in lines]
+
+
+def _html(text: str) -> str:
+    # Also braces (Caddy placeholders) and backticks (the Caddyfile's raw-string quote).
+    escaped = html.escape(text)
+    return escaped.replace("{", "&#123;").replace("}", "&#125;").replace("`", "&#96;")
+
+
+def _plain(text: str) -> str:
+    return re.sub(r"[^A-Za-z0-9 ._:/()-]", "", text)
+
+
+def _comment(text: str) -> str:
+    return re.sub(r"[\x00-\x1f\x7f]", " ", text)
+
+
+# --- the command ---------------------------------------------------------------------------
+
+
+def build(
+    env: Mapping[str, str],
+    exposes: Iterable[tuple[str, Expose]],
+    *,
+    jupyter_launch: bool = False,
+) -> str:
+    """The Caddyfile for ``env`` and the units' ``[[expose]]``; StackError on bad input."""
+    portal = parse_portal_config(env.get("PORTAL_CONFIG") or DEFAULT_PORTAL_CONFIG)
+    routes, notes = merge_routes(portal, routes_from_expose(exposes))
+    for note in notes:
+        log.warning("caddy.expose_overridden", note=note)
+    served, skipped = site_plan(routes, env, jupyter_launch=jupyter_launch)
+    for route, reason in skipped:
+        log.info("caddy.route_not_served", port=route.port, label=route.label, reason=reason)
+    return render_caddyfile(
+        served,
+        auth=auth_from_env(env),
+        admin=env.get("CADDY_ADMIN") or DEFAULT_ADMIN,
+        bind=env.get("CADDY_BIND") or None,
+        tls=tls_from_env(env),
+        flush_interval=env.get("CADDY_FLUSH_INTERVAL") or "-1",
+    )
+
+
+def jupyter_launch_mode(env: Mapping[str, str], launch_file: str = "/.launch") -> bool:
+    """Vast's Jupyter launch mode: ``/.launch`` mentions jupyter and JUPYTER_OVERRIDE is off."""
+    if env_flag(env, "JUPYTER_OVERRIDE", False):
+        return False
+    try:
+        return "jupyter" in Path(launch_file).read_text(errors="replace").lower()
+    except OSError:
+        return False
+
+
+def write_atomically(path: Path, text: str) -> None:
+    """Replace ``path`` with ``text`` (mode 0644) so that a reader never sees half a file."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, temp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as file:
+            file.write(text)
+        os.chmod(temp, 0o644)
+        os.replace(temp, path)
+    except BaseException:
+        Path(temp).unlink(missing_ok=True)
+        raise
+
+
+def _load_exposes(unit_dirs: list[Path] | None) -> list[tuple[str, Expose]]:
+    from vastinit.config import load_units  # imported here: config is only needed by main
+    from vastinit.paths import default_unit_dirs
+
+    units = load_units(unit_dirs or default_unit_dirs())
+    return [(name, e) for name, unit in units.items() if unit.enabled for e in unit.expose]
+
+
+def main(argv: list[str]) -> int:
+    """Print the Caddyfile (or write it with --output; --run then execs Caddy on it)."""
+    parser = argparse.ArgumentParser(
+        prog="vastinit caddyfile",
+        description="Generate the Caddyfile of the public edge from PORTAL_CONFIG and the "
+        "units' [[expose]] tables (docs/stack.md).",
+    )
+    parser.add_argument("--output", "-o", type=Path, help="write it here instead of stdout")
+    parser.add_argument(
+        "--run",
+        action="store_true",
+        help="then exec `caddy run` on --output, with the auth token in its environment",
+    )
+    parser.add_argument(
+        "--token-file",
+        type=Path,
+        help="where a generated token is kept (default: $VASTINIT_TOKEN_FILE or "
+        "/etc/vastinit/caddy_token)",
+    )
+    parser.add_argument("--caddy", default=None, help="the caddy program (default: $CADDY_BIN)")
+    parser.add_argument(
+        "--units", metavar="DIR", type=Path, action="append", help="unit directory (repeat)"
+    )
+    args = parser.parse_args(argv)
+    configure_cli_logging()
+    if args.run and args.output is None:
+        parser.error("--run needs --output")
+    env = dict(os.environ)
+    from vastinit.errors import ConfigError
+
+    try:
+        if args.run:
+            # Caddy reads OPEN_BUTTON_TOKEN; when the token came from WEB_PASSWORD or the
+            # token file, hand it over under that name. Only Caddy's environment gets it.
+            env["OPEN_BUTTON_TOKEN"] = ensure_token(env, args.token_file or default_token_file(env))
+            if env.get("WEB_PASSWORD"):
+                env["WEB_PASSWORD"] = check_token(env["WEB_PASSWORD"], "WEB_PASSWORD")
+        text = build(env, _load_exposes(args.units), jupyter_launch=jupyter_launch_mode(env))
+    except ConfigError as exc:
+        print(f"vastinit caddyfile: the unit files are invalid:\n{exc}", file=sys.stderr)
+        return 2
+    except StackError as exc:
+        print(f"vastinit caddyfile: {exc}", file=sys.stderr)
+        return 2
+    if args.output is None:
+        sys.stdout.write(text)
+        return 0
+    try:
+        write_atomically(args.output, text)
+    except OSError as exc:
+        print(f"vastinit caddyfile: cannot write {args.output}: {exc}", file=sys.stderr)
+        return 1
+    if not args.run:
+        return 0
+    caddy = args.caddy or env.get("CADDY_BIN") or "caddy"
+    command = [caddy, "run", "--config", str(args.output), "--adapter", "caddyfile"]
+    print(" ".join(command), flush=True)
+    try:
+        os.execvpe(caddy, command, env)
+    except OSError as exc:
+        print(f"vastinit caddyfile: cannot run {caddy!r}: {exc.strerror or exc}", file=sys.stderr)
+        return 127
+    return 0  # not reached
