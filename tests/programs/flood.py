@@ -1,12 +1,15 @@
-"""flood.py COUNT [--line-per-write]: the Python twin of flood.c, for quick unit tests.
+"""flood.py COUNT [--line-per-write] [--pause SECONDS]: flood.c's Python twin, for unit tests.
 
-Line i is ``%010d`` of i, a space, 88 ``x`` and a newline (100 bytes).
+Line i is ``%010d`` of i, a space, 88 ``x`` and a newline (100 bytes).  ``--pause`` sleeps
+after each line (with --line-per-write): a writer slower than its reader, the case where a
+reader that wakes for every write pays a syscall per line.
 """
 
 from __future__ import annotations
 
 import os
 import sys
+import time
 
 
 def line(i: int) -> bytes:
@@ -17,9 +20,12 @@ def line(i: int) -> bytes:
 def main(argv: list[str]) -> int:
     count = int(argv[0])
     per_write = "--line-per-write" in argv[1:]
+    pause = float(argv[argv.index("--pause") + 1]) if "--pause" in argv else 0.0
     if per_write:
         for i in range(count):
             os.write(1, line(i))
+            if pause:
+                time.sleep(pause)
         return 0
     batch = 82  # 8200 bytes: about stdio's 8 KiB blocks
     for start in range(0, count, batch):
