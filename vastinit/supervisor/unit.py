@@ -8,6 +8,7 @@ the unit's own task then carries them out, so two moves never race on one unit.
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import os
 import time
 from collections import deque
@@ -85,6 +86,14 @@ class UnitStatus:
     status_text: str | None
 
 
+def env_digest(env: Mapping[str, str]) -> str:
+    """A digest of ``env`` that changes whenever any variable does (reload compares them)."""
+    h = hashlib.sha256()
+    for key in sorted(env):
+        h.update(f"{key}\0{env[key]}\0".encode(errors="surrogateescape"))
+    return h.hexdigest()
+
+
 def condition_problem(unit: Unit, env: Mapping[str, str]) -> str | None:
     """Why the unit's ``[condition]`` is false in ``env`` now, or None when it holds."""
     cond = unit.condition
@@ -128,6 +137,9 @@ class UnitRunner:
         self._wake = asyncio.Event()
         self._scope: anyio.CancelScope | None = None
         self.run_failure: str | None = None  # why the current run was failed by a probe
+        # env_digest() of the environment of the last start: reload restarts the unit when
+        # its env_files now say something else.
+        self.start_env_digest: str | None = None
         # Hooks the health and scheduling layers plug into (see vastinit.app):
         # prestart_hook(runner, unit, env, ulog): just before spawn, may add to env and
         #   watch the unit's output from its first line;
@@ -167,6 +179,11 @@ class UnitRunner:
     def hold(self) -> None:
         """Drop any pending start (shutdown: nothing new begins)."""
         self._pending_start = None
+
+    @property
+    def start_pending(self) -> bool:
+        """A start was requested and the unit's task has not begun it yet."""
+        return self._pending_start is not None
 
     @property
     def idle(self) -> bool:
@@ -256,6 +273,7 @@ class UnitRunner:
         is empty; returns how the main process ended. Raises SpawnError."""
         unit = resolve_unit(self.unit, env)
         spawn_env = dict(env)
+        self.start_env_digest = env_digest(env)
         self.sm.set(S.STARTING, cause)
         self.run_failure = None
         ulog = self.ctx.mux.unit_log(unit.name, unit.log_file, unit.log.max_size, unit.log.keep)
