@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import difflib
+from collections import deque
 from collections.abc import Callable, Iterable, Mapping
 
 import anyio
@@ -103,11 +104,25 @@ class Manager:
 
     def boot(self) -> None:
         for runner in self.runners.values():
-            if runner.unit.enabled:
-                runner.start("boot")
-            else:
-                runner.skip_kind = SkipKind.DISABLED
-                runner.sm.set(State.SKIPPED, "disabled (enabled = false)")
+            self._begin(runner, "boot")
+
+    def _begin(self, runner: UnitRunner, cause: str) -> None:
+        """Start the runner's unit, or mark it skipped when its spec says enabled = false."""
+        if self.shutting_down:
+            return  # a reload that races a shutdown must not start anything
+        if runner.unit.enabled:
+            runner.start(cause)
+            return
+        if runner.state is State.SKIPPED and runner.skip_kind is SkipKind.DISABLED:
+            return
+        # The table has no move into SKIPPED from a finished state: pass through
+        # stopped -> inactive, as a freshly booted disabled unit would start from.
+        if runner.state not in (State.STOPPED, State.INACTIVE):
+            runner.sm.set(State.STOPPED, "unit disabled")
+        if runner.state is State.STOPPED:
+            runner.sm.set(State.INACTIVE, "unit disabled")
+        runner.skip_kind = SkipKind.DISABLED
+        runner.sm.set(State.SKIPPED, "disabled (enabled = false)")
 
     def _add_runner(self, unit: Unit) -> UnitRunner:
         assert self._tg is not None
@@ -137,10 +152,29 @@ class Manager:
         """Register a new unit (reload) and start it if enabled."""
         self.units[unit.name] = unit
         runner = self._add_runner(unit)
-        if start and unit.enabled:
-            runner.start("added by reload")
+        if start:
+            self._begin(runner, "added by reload")
         self.notify()
         return runner
+
+    def begin(self, name: str, cause: str) -> None:
+        """Start ``name`` (or mark it skipped if disabled); used by reload after add_unit."""
+        self._begin(self.runner(name), cause)
+
+    async def replace_unit(self, unit: Unit, cause: str = "unit file changed") -> None:
+        """Give ``unit.name``'s runner the new spec: stop it, swap the spec, and start it
+        again unless it had been stopped by hand (a disabled spec leaves it skipped)."""
+        runner = self.runner(unit.name)
+        wanted = runner.start_pending or runner.state not in (State.STOPPED, State.INACTIVE)
+        await self.stop_and_wait(unit.name, cause)
+        self.units[unit.name] = unit
+        runner.unit = unit
+        # A new spec gets a fresh crash-loop budget (and its limit may have changed).
+        runner.restart_times = deque(maxlen=max(unit.restart.limit, 1) + 1)
+        runner.consecutive_failures = 0
+        if wanted or not unit.enabled:
+            self._begin(runner, cause)
+        self.notify()
 
     # ---- commands --------------------------------------------------------------------
 
