@@ -298,7 +298,7 @@ def _indent(lines: list[str], depth: int) -> list[str]:
 
 def _html(text: str) -> str:
     # Also braces (Caddy placeholders) and backticks (the Caddyfile's raw-string quote).
-    escaped = html.escape(text)
+    escaped = html.escape(re.sub(r"[\x00-\x1f\x7f]", " ", text))
     return escaped.replace("{", "&#123;").replace("}", "&#125;").replace("`", "&#96;")
 
 
@@ -307,7 +307,8 @@ def _plain(text: str) -> str:
 
 
 def _comment(text: str) -> str:
-    return re.sub(r"[\x00-\x1f\x7f]", " ", text)
+    # Caddy substitutes {$VAR} before it even sees comments; keep those out as well.
+    return re.sub(r"[\x00-\x1f\x7f{}$`]", " ", text)
 
 
 # --- the command ---------------------------------------------------------------------------

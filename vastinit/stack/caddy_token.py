@@ -65,10 +65,11 @@ def _read(path: Path) -> str | None:
         return None
     except OSError as exc:
         raise StackError(f"{path}: cannot read the auth token file: {exc.strerror}") from None
+    info = os.fstat(fd)
+    if not stat.S_ISREG(info.st_mode):
+        os.close(fd)
+        raise StackError(f"{path}: the auth token file is not a regular file")
     with os.fdopen(fd, encoding="utf-8") as file:
-        info = os.fstat(file.fileno())
-        if not stat.S_ISREG(info.st_mode):
-            raise StackError(f"{path}: the auth token file is not a regular file")
         if info.st_mode & 0o077:
             # It may have been copied in carelessly; a token others can read is no secret.
             os.fchmod(file.fileno(), 0o600)
