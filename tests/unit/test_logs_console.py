@@ -7,6 +7,7 @@ import fcntl
 import json
 import os
 import re
+import socket
 import subprocess
 import sys
 import threading
@@ -119,15 +120,26 @@ async def test_json_format_writes_one_object_per_line(pipe: tuple[int, int]) -> 
     assert records[3]["stream"] == "stdout"
 
 
-async def test_stdout_is_nonblocking_while_open_and_restored_on_close(
-    pipe: tuple[int, int],
-) -> None:
-    _, w = pipe
+async def test_a_pipe_stdout_stays_blocking_for_everyone_else(pipe: tuple[int, int]) -> None:
+    r, w = pipe
     before = fcntl.fcntl(w, fcntl.F_GETFL)
-    console = ConsoleSink(w)
-    assert fcntl.fcntl(w, fcntl.F_GETFL) & os.O_NONBLOCK
+    console = ConsoleSink(w, color=False)
+    assert fcntl.fcntl(w, fcntl.F_GETFL) == before  # a shell or fd 2 sharing it is unaffected
+    console.write_lines("u", "stdout", b"x\n", 1.0)
     console.close()
-    assert fcntl.fcntl(w, fcntl.F_GETFL) == before
+    assert read_now(r) == b"u        | x\n"
+
+
+async def test_a_socket_stdout_is_nonblocking_until_close() -> None:
+    a, b = socket.socketpair()
+    with a, b:
+        before = fcntl.fcntl(a.fileno(), fcntl.F_GETFL)
+        console = ConsoleSink(a.fileno(), color=False)
+        assert fcntl.fcntl(a.fileno(), fcntl.F_GETFL) & os.O_NONBLOCK
+        console.write_lines("u", "stdout", b"x\n", 1.0)
+        console.close()
+        assert fcntl.fcntl(a.fileno(), fcntl.F_GETFL) == before
+        assert b.recv(100) == b"u        | x\n"
 
 
 async def test_full_queue_drops_whole_lines_then_reports_the_count(pipe: tuple[int, int]) -> None:

@@ -4,7 +4,8 @@ Only whole lines enter the queue, and a partial write resumes exactly where it s
 lines never interleave mid-line.  When stdout stalls (a terminal on hold, a log collector
 that stopped reading) the queue fills to ``max_queue`` bytes and further lines are dropped
 and counted; when it drains, one line says how many were lost.  Nothing here ever blocks
-the event loop: fd 1 is switched to O_NONBLOCK and written from ``loop.add_writer``.
+the event loop: writes are non-blocking (on a private reopened copy of fd 1 where possible,
+so the terminal or pipe stays blocking for everyone else) and driven by ``loop.add_writer``.
 """
 
 from __future__ import annotations
@@ -69,19 +70,39 @@ class ConsoleSink:
         self._width = len(SELF)
         self._prefixes: dict[str, bytes] = {}
         self._orig_flags: int | None = None
+        self._wfd = fd  # the descriptor written to: fd itself or our own reopened copy
+        self._own_wfd = False
+        self._setup_fd()
+
+    def _setup_fd(self) -> None:
+        """Make our writes to ``fd`` non-blocking without changing it for anyone else."""
         try:
-            flags = fcntl.fcntl(fd, fcntl.F_GETFL)
-            fcntl.fcntl(fd, fcntl.F_SETFL, flags | os.O_NONBLOCK)
-            self._orig_flags = flags
-            mode = os.fstat(fd).st_mode
-            # epoll refuses regular files; writes to them never return EAGAIN anyway.
-            self._pollable = not stat.S_ISREG(mode)
-            if stat.S_ISFIFO(mode):
-                # A deeper pipe rides out a reader that is scheduled late (a busy host).
-                with contextlib.suppress(OSError):
-                    fcntl.fcntl(fd, _F_SETPIPE_SZ, PIPE_SIZE)
+            mode = os.fstat(self.fd).st_mode
         except OSError:
             self._broken = True  # no usable stdout: every line counts as dropped
+            return
+        # epoll refuses regular files; writes to them never return EAGAIN anyway.
+        self._pollable = not stat.S_ISREG(mode)
+        if stat.S_ISFIFO(mode) or stat.S_ISCHR(mode):
+            # O_NONBLOCK belongs to the open file description, which fd 1 shares with
+            # whoever handed it to us (the shell's terminal, fd 2, a `tee`): reopen the
+            # pipe or terminal for ourselves so that only our own writes stop blocking.
+            with contextlib.suppress(OSError):
+                flags = os.O_WRONLY | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC
+                self._wfd = os.open(f"/proc/self/fd/{self.fd}", flags)
+                self._own_wfd = True
+        if not self._own_wfd and self._pollable:
+            try:  # a socket, or no /proc: switch fd itself, and switch it back in close()
+                old = fcntl.fcntl(self.fd, fcntl.F_GETFL)
+                fcntl.fcntl(self.fd, fcntl.F_SETFL, old | os.O_NONBLOCK)
+                self._orig_flags = old
+            except OSError:
+                self._broken = True
+                return
+        if stat.S_ISFIFO(mode):
+            # A deeper pipe rides out a reader that is scheduled late (a busy host).
+            with contextlib.suppress(OSError):
+                fcntl.fcntl(self._wfd, _F_SETPIPE_SZ, PIPE_SIZE)
 
     # -- prefixes ---------------------------------------------------------------------------
 
@@ -167,7 +188,7 @@ class ConsoleSink:
         deadline = time.monotonic() + _CLOSE_FLUSH_S
         poller = select.poll()
         with contextlib.suppress(OSError, ValueError):
-            poller.register(self.fd, select.POLLOUT)
+            poller.register(self._wfd, select.POLLOUT)
         while not self._broken:
             if not self._queue:
                 if not self._announce():
@@ -180,7 +201,9 @@ class ConsoleSink:
             if state == "blocked":
                 poller.poll(max(1, int(left * 1000)))
         self._drop_queue()
-        if self._orig_flags is not None:
+        if self._own_wfd:
+            os.close(self._wfd)
+        elif self._orig_flags is not None:
             with contextlib.suppress(OSError):
                 fcntl.fcntl(self.fd, fcntl.F_SETFL, self._orig_flags)
         self._wake()
@@ -248,7 +271,7 @@ class ConsoleSink:
             bufs.append(memoryview(buf)[self._head :] if i == 0 and self._head else buf)
         want = sum(len(b) for b in bufs)
         try:
-            n = os.writev(self.fd, bufs)
+            n = os.writev(self._wfd, bufs)
         except (BlockingIOError, InterruptedError):
             return "blocked"
         except OSError as exc:
@@ -289,7 +312,7 @@ class ConsoleSink:
         except RuntimeError:
             return  # no loop (yet): the next write or close() flushes
         try:
-            loop.add_writer(self.fd, self._flush)
+            loop.add_writer(self._wfd, self._flush)
         except (OSError, ValueError):
             self._pollable = False  # not pollable: retried on the next write instead
             return
@@ -298,7 +321,7 @@ class ConsoleSink:
     def _disarm(self) -> None:
         if self._armed and self._loop is not None:
             if not self._loop.is_closed():
-                self._loop.remove_writer(self.fd)
+                self._loop.remove_writer(self._wfd)
             self._armed = False
 
     def _wake(self) -> None:
