@@ -117,14 +117,10 @@ async def _run(
 
 
 def _runner_setup() -> list[Callable[..., None]]:
-    """Plug-ins for each unit runner; each layer is optional until it exists."""
-    setups: list[Callable[..., None]] = []
-    try:
-        from vastinit.health import setup_runner as health_setup
+    """Plug-ins for each unit runner: health probes, then (while optional) the scheduler."""
+    from vastinit.health import setup_runner as health_setup
 
-        setups.append(health_setup)
-    except ImportError:
-        pass
+    setups: list[Callable[..., None]] = [health_setup]
     try:
         from vastinit.scheduler import setup_runner as cron_setup
 
