@@ -43,6 +43,9 @@ from vastinit.supervisor.stopping import stop_child
 
 S = State
 
+# How long a finished run waits for its output pipes to drain before moving on.
+_OUTPUT_GRACE = 1.0
+
 
 PrestartHook = Callable[["UnitRunner", Unit, dict[str, str], UnitLog], None]
 
@@ -299,8 +302,7 @@ class UnitRunner:
         finally:
             os.close(out_w)
             os.close(err_w)
-        ulog.attach(out_r, "stdout")
-        ulog.attach(err_r, "stderr")
+        pumps = (ulog.attach(out_r, "stdout"), ulog.attach(err_r, "stderr"))
         self.child = child
         self.started_at, self.ready_at = time.time(), None
         self._last_start_mono = time.monotonic()
@@ -318,6 +320,12 @@ class UnitRunner:
                 )
             how = await stop_child(child, self.unit.stop, self.ctx.reaper)
             self.log.info("leftover processes stopped", by=how)
+        # The group is gone, so the pipes reach EOF at once and the last (partial) line is
+        # logged before the exit is. A process that escaped the group (setsid) may still
+        # hold them: its output keeps flowing, but the unit does not wait for it.
+        with anyio.move_on_after(_OUTPUT_GRACE):
+            for pump in pumps:
+                await pump.wait_eof()
         self.child = None
         return status
 
