@@ -415,3 +415,21 @@ async def test_system_clock_sleeps_until_the_monotonic_deadline() -> None:
     await clock.sleep_until_monotonic(deadline)
     assert time.monotonic() >= deadline
     await clock.sleep_until_monotonic(deadline - 10)  # in the past: returns at once
+
+
+async def test_timer_on_the_system_clock_fires_when_the_offset_makes_a_job_due() -> None:
+    # What an integration test does: shift the daemon's wall clock to just before a minute
+    # boundary, so a `* * * * *` job is due in 50 ms instead of up to a minute.
+    for _ in range(3):  # a loaded host may cross the boundary before the timer is built
+        clock = SystemClock(offset=offset_for_due_in(0.05))
+        timer = CronTimer(Schedule(cron="* * * * *"), clock)
+        upcoming = timer.next_run_at()
+        assert upcoming is not None
+        if (upcoming - clock.wall()).total_seconds() < 1.0:
+            break
+    else:
+        pytest.fail("could not place the wall clock just before a minute boundary")
+    with anyio.fail_after(5):
+        due = await timer.wait_next()
+    assert due == upcoming and due.second == 0
+    assert clock.wall() >= due  # never early
