@@ -145,7 +145,7 @@ class Vastinit:
         with self._cond:
             while not predicate():
                 left = deadline - time.monotonic()
-                if left <= 0 or self.proc.poll() is not None and not predicate():
+                if left <= 0 or (self.proc.poll() is not None and not predicate()):
                     if self.proc.poll() is not None:
                         _, err = self.proc.communicate(timeout=5)
                         self.stderr += err or b""
