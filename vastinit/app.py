@@ -7,11 +7,15 @@ import os
 import sys
 from collections.abc import Callable, Mapping
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import anyio
 import structlog
 
 from vastinit import paths
+
+if TYPE_CHECKING:
+    from vastinit.control.server import ControlSocket
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -54,10 +58,23 @@ def main_run(argv: list[str]) -> int:
     except OSError as exc:
         print(f"vastinit: cannot create log dir {log_dir}: {exc.strerror}", file=sys.stderr)
         return 2
-    socket = (
-        None if args.no_control else (Path(args.socket) if args.socket else paths.default_socket())
-    )
-    return anyio.run(_run, units, unit_dirs, log_dir, socket)
+    listener = None
+    if not args.no_control:
+        from vastinit.control.server import ControlSocket
+        from vastinit.errors import ControlError
+
+        socket = Path(args.socket) if args.socket else paths.default_socket()
+        try:
+            # Bound before anything starts: a second vastinit on the same socket stops here.
+            listener = ControlSocket.bind(socket)
+        except ControlError as exc:
+            print(f"vastinit: {exc}", file=sys.stderr)
+            return 2
+    try:
+        return anyio.run(_run, units, unit_dirs, log_dir, listener)
+    finally:
+        if listener is not None:
+            listener.close()
 
 
 def gpu_environment() -> dict[str, str]:
@@ -73,15 +90,18 @@ async def _run(
     units: Mapping[str, object],
     unit_dirs: list[Path],
     log_dir: Path,
-    socket: Path | None,
+    listener: ControlSocket | None,
 ) -> int:
+    from vastinit.control.server import start_control_server
     from vastinit.logs.console import ConsoleSink
     from vastinit.logs.events import configure_structlog
     from vastinit.logs.mux import LogMux
     from vastinit.model import Unit
     from vastinit.proc.reaper import Reaper, become_subreaper
+    from vastinit.supervisor.commands import SupervisorCommands
     from vastinit.supervisor.manager import Manager
     from vastinit.supervisor.pid1 import is_pid1, serve_signals
+    from vastinit.supervisor.reload import make_reloader
 
     fmt = "json" if os.environ.get("VASTINIT_LOG_FORMAT", "").lower() == "json" else "text"
     console = ConsoleSink(1, fmt=fmt)
@@ -98,14 +118,15 @@ async def _run(
     manager = Manager(
         typed_units, reaper=reaper, mux=mux, base_env=base_env, runner_setup=_runner_setup()
     )
+    reloader = make_reloader(manager, unit_dirs)
     log.info("vastinit starting", pid=os.getpid(), units=len(typed_units), log_dir=str(log_dir))
     code = 0
     try:
         async with anyio.create_task_group() as tg:
             await tg.start(manager.run)
-            if socket is not None:
-                await _start_control(tg, manager, socket, unit_dirs)
-            code = await serve_signals(manager, _reloader(manager, unit_dirs))
+            if listener is not None:
+                await start_control_server(tg, SupervisorCommands(manager, reloader), listener)
+            code = await serve_signals(manager, reloader.on_signal)
             tg.cancel_scope.cancel()
     finally:
         log.info("vastinit exiting", code=code)
@@ -128,19 +149,3 @@ def _runner_setup() -> list[Callable[..., None]]:
     except ImportError:
         pass
     return setups
-
-
-def _reloader(manager: object, unit_dirs: list[Path]) -> Callable[[], object] | None:
-    try:
-        from vastinit.supervisor.reload import make_reloader
-    except ImportError:
-        return None
-    return make_reloader(manager, unit_dirs)  # type: ignore[arg-type]
-
-
-async def _start_control(tg: object, manager: object, socket: Path, unit_dirs: list[Path]) -> None:
-    try:
-        from vastinit.control.server import start_control_server
-    except ImportError:
-        return
-    await start_control_server(tg, manager, socket, unit_dirs)  # type: ignore[arg-type]

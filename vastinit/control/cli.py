@@ -1,0 +1,401 @@
+"""``vastinit ctl``: control a running vastinit over its socket (standard library only).
+
+Exit status: 0 done; 1 an error (unknown unit, no daemon, refused); 2 bad usage or invalid
+unit files on reload; 3 a unit is not where it was asked to be (``status`` not fine,
+``ready`` not ready, a start that ended failed or skipped, a wait that timed out).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from collections.abc import Callable, Iterable
+from typing import Any
+
+from vastinit.control import formatting as fmt
+from vastinit.control.client import Client, CtlError, query, unit_path
+
+PROG = "vastinit ctl"
+EXIT_OK, EXIT_ERROR, EXIT_USAGE, EXIT_NOT_FINE = 0, 1, 2, 3
+TAIL_BYTES = 1600  # supervisorctl's `tail` default
+
+Handler = Callable[[Client, argparse.Namespace], int]
+
+
+def socket_path(explicit: str | None) -> str:
+    """``--socket``, else $VASTINIT_SOCKET, else the default for this user."""
+    if explicit:
+        return explicit
+    from vastinit.paths import default_socket
+
+    return str(default_socket())
+
+
+def _err(line: str) -> None:
+    print(line, file=sys.stderr)
+
+
+def _tty(stream: Any) -> bool:
+    try:
+        return bool(stream.isatty())
+    except (AttributeError, ValueError):
+        return False
+
+
+def _width() -> int | None:
+    if not _tty(sys.stdout):
+        return None
+    try:
+        return os.get_terminal_size(sys.stdout.fileno()).columns
+    except OSError:
+        return None
+
+
+# ---- verbs ------------------------------------------------------------------------------
+
+
+def cmd_status(client: Client, args: argparse.Namespace) -> int:
+    """Print the status table (or JSON); 0 if every listed unit is fine, else 3."""
+    data = client.get(query("/v1/status", {"unit": args.names}))
+    units = data["units"]
+    if args.json:
+        print(json.dumps(data, indent=2))
+    else:
+        color = _tty(sys.stdout) and not os.environ.get("NO_COLOR")
+        print(fmt.status_table(units, data["now"], width=_width(), color=color))
+    fine = all(u["state"] in fmt.FINE_STATES for u in units)
+    return EXIT_OK if fine else EXIT_NOT_FINE
+
+
+def _action(verb: str) -> Handler:
+    def run(client: Client, args: argparse.Namespace) -> int:
+        body = {"units": args.names, "wait": not args.no_wait, "timeout": args.timeout}
+        reply = client.post(f"/v1/{verb}", body)
+        for result in reply["results"]:
+            line = action_line(verb, result, args.timeout)
+            if result["ok"]:
+                print(line)
+            else:
+                _err(line)
+        return EXIT_OK if reply["ok"] else EXIT_NOT_FINE
+
+    run.__doc__ = f"{verb} units; 0 if each reached its goal, else 3."
+    return run
+
+
+def action_line(verb: str, result: dict[str, Any], timeout: float | None) -> str:
+    """``web: ready`` / ``web: failed (exit 1)`` / ``web: timed out after 5s (running: ...)``."""
+    name, outcome = result["name"], result["outcome"]
+    if outcome == "requested":
+        return f"{name}: {verb} requested"
+    if outcome == "timeout":
+        return f"{name}: timed out after {timeout:g}s ({result['state']}: {result['cause']})"
+    if result["ok"]:
+        return f"{name}: {outcome}"
+    return f"{name}: {outcome} ({result['cause']})"
+
+
+def _print_lines(
+    entries: Iterable[dict[str, Any]], args: argparse.Namespace, state: dict[str, int]
+) -> None:
+    """Print log entries; the name prefix (several units) widens to the longest name seen."""
+    out = []
+    for entry in entries:
+        if args.stream and entry["stream"] != args.stream:
+            continue
+        width = None
+        if state["prefix"] >= 0:
+            state["prefix"] = max(state["prefix"], len(entry["unit"]))
+            width = state["prefix"]
+        out.append(fmt.log_line(entry, prefix_width=width, timestamps=args.timestamps))
+    if out:
+        sys.stdout.write("\n".join(out) + "\n")
+        sys.stdout.flush()
+
+
+def cmd_logs(client: Client, args: argparse.Namespace) -> int:
+    """Print the last N lines (merged in time order), then follow with ``-f``."""
+    # One named unit prints bare lines; several (or all) prefix each with its unit.
+    state = {"prefix": -1 if len(args.names) == 1 else max(map(len, args.names), default=0)}
+    params = {"unit": args.names, "n": args.lines}
+    if args.follow:
+        for batch in client.stream(query("/v1/logs", {**params, "follow": True})):
+            _print_lines(batch, args, state)
+        return EXIT_OK
+    _print_lines(client.get(query("/v1/logs", params))["lines"], args, state)
+    return EXIT_OK
+
+
+def cmd_tail(client: Client, args: argparse.Namespace) -> int:
+    """supervisorctl's ``tail [-f] [-BYTES] NAME [stdout|stderr]``."""
+    args.names = [args.name]
+    args.timestamps = False
+    if args.follow:
+        args.lines = args.lines if args.lines is not None else 10
+        return cmd_logs(client, args)
+    if args.lines is not None:
+        return cmd_logs(client, args)
+    lines = client.get(query("/v1/logs", {"unit": args.names, "n": 1000}))["lines"]
+    if args.stream:
+        lines = [e for e in lines if e["stream"] == args.stream]
+    kept: list[dict[str, Any]] = []
+    size = 0
+    for entry in reversed(lines):
+        size += len(entry["text"]) + 1
+        if size > args.bytes and kept:
+            break
+        kept.append(entry)
+    _print_lines(reversed(kept), args, {"prefix": -1})
+    return EXIT_OK
+
+
+def cmd_ready(client: Client, args: argparse.Namespace) -> int:
+    """0 when the units (all if none named) are ready; ``--wait`` holds until they are."""
+    data = client.get(
+        query("/v1/ready", {"unit": args.names, "wait": args.wait, "timeout": args.timeout})
+    )
+    if args.json:
+        print(json.dumps(data, indent=2))
+    elif data["ready"]:
+        count = len(data["units"])
+        print(f"ready ({count} unit{'s' * (count != 1)})")
+    else:
+        for unit in data["units"]:
+            if not unit["ready"]:
+                _err(f"{unit['name']}: not ready ({unit['state']}: {unit['cause']})")
+    return EXIT_OK if data["ready"] else EXIT_NOT_FINE
+
+
+def _reload(client: Client, dry_run: bool) -> dict[str, Any] | None:
+    """The reload reply, or None after printing every problem of invalid unit files."""
+    try:
+        reply: dict[str, Any] = client.post("/v1/reload", {"dry_run": dry_run})
+    except CtlError as exc:
+        if exc.code != "invalid_units":
+            raise
+        for problem in exc.reply.get("problems", []):
+            _err(problem)
+        _err(f"{PROG}: {exc}")
+        return None
+    return reply
+
+
+def cmd_reload(client: Client, args: argparse.Namespace) -> int:
+    """Re-read unit files and apply the difference; 2 (nothing changed) if any is invalid."""
+    reply = _reload(client, args.dry_run)
+    if reply is None:
+        return EXIT_USAGE
+    verb = {"added": "start", "removed": "stop", "changed": "restart"}
+    for key in ("added", "removed", "changed"):
+        for name in reply[key]:
+            what = f"would {verb[key]}" if args.dry_run else key
+            print(f"{name}: {what}")
+    count = len(reply["unchanged"])
+    print(f"{count} unit{'s' * (count != 1)} unchanged")
+    return EXIT_OK
+
+
+def cmd_reread(client: Client, args: argparse.Namespace) -> int:
+    """supervisorctl's ``reread``: what ``update`` would change, changing nothing."""
+    reply = _reload(client, True)
+    if reply is None:
+        return EXIT_USAGE
+    lines = [f"{n}: available" for n in reply["added"]]
+    lines += [f"{n}: changed" for n in reply["changed"]]
+    lines += [f"{n}: disappeared" for n in reply["removed"]]
+    print("\n".join(lines) if lines else "No config updates to processes")
+    return EXIT_OK
+
+
+def cmd_update(client: Client, args: argparse.Namespace) -> int:
+    """supervisorctl's ``update``: apply the unit files (the same as ``reload``)."""
+    reply = _reload(client, False)
+    if reply is None:
+        return EXIT_USAGE
+    for name in reply["removed"]:
+        print(f"{name}: stopped\n{name}: removed process group")
+    for name in reply["changed"]:
+        print(f"{name}: stopped\n{name}: updated process group")
+    for name in reply["added"]:
+        print(f"{name}: added process group")
+    return EXIT_OK
+
+
+def cmd_avail(client: Client, args: argparse.Namespace) -> int:
+    """supervisorctl's ``avail``: every unit loaded or on disk."""
+    data = client.get("/v1/avail")
+    for unit in data["units"]:
+        if not unit["loaded"]:
+            use = "avail"
+        elif not unit["on_disk"]:
+            use = "removed"
+        else:
+            use = "in use"
+        print(f"{unit['name']:<32} {use:<9} {unit['state'] or '-'}")
+    for problem in data["problems"]:
+        _err(problem)
+    return EXIT_OK
+
+
+def cmd_show(client: Client, args: argparse.Namespace) -> int:
+    """Print the unit's effective spec (drop-ins merged) as TOML."""
+    data = client.get(unit_path(args.name))
+    print(f"# {data['source']}" if data["source"] else f"# unit {data['name']}")
+    sys.stdout.write(data["toml"])
+    return EXIT_OK
+
+
+def cmd_signal(client: Client, args: argparse.Namespace) -> int:
+    """Send a signal to each unit's main process; 1 if any could not be signalled."""
+    code = EXIT_OK
+    for name in args.names:
+        try:
+            reply = client.post("/v1/signal", {"unit": name, "signal": args.signal})
+        except CtlError as exc:
+            if exc.code in ("no_daemon", "permission_denied", "closed"):
+                raise
+            _err(f"{PROG}: {exc}")
+            code = EXIT_ERROR
+            continue
+        print(f"{name}: sent {reply['signal']} to pid {reply['pid']}")
+    return code
+
+
+def cmd_pid(client: Client, args: argparse.Namespace) -> int:
+    """vastinit's pid, or each named unit's main pid (0 when it has none)."""
+    if not args.names:
+        print(client.get("/v1/version")["pid"])
+        return EXIT_OK
+    for unit in client.get(query("/v1/status", {"unit": args.names}))["units"]:
+        print(unit["pid"] or 0)
+    return EXIT_OK
+
+
+def cmd_shutdown(client: Client, args: argparse.Namespace) -> int:
+    """Stop every unit and exit vastinit, as SIGTERM would."""
+    client.post("/v1/shutdown")
+    print("vastinit is shutting down")
+    return EXIT_OK
+
+
+# ---- parsing -------------------------------------------------------------------------------
+
+
+def _timeout_arg(text: str) -> float:
+    try:
+        value = float(text.rstrip("s"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number of seconds: {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError("must be >= 0")
+    return value
+
+
+def _parser() -> argparse.ArgumentParser:
+    sock = argparse.ArgumentParser(add_help=False)
+    sock.add_argument(
+        "--socket",
+        metavar="PATH",
+        default=argparse.SUPPRESS,
+        help="control socket (default: $VASTINIT_SOCKET, /run/vastinit.sock as root)",
+    )
+    p = argparse.ArgumentParser(
+        prog=PROG,
+        description="Control a running vastinit. `vastinit ctl VERB --help` for each verb.",
+        epilog="exit status: 0 ok, 1 error, 2 usage or invalid unit files, 3 not fine/ready",
+    )
+    p.add_argument("--socket", metavar="PATH", help="control socket path")
+    sub = p.add_subparsers(dest="verb", metavar="VERB")
+
+    def verb(name: str, handler: Handler, help_: str) -> argparse.ArgumentParser:
+        sp = sub.add_parser(name, parents=[sock], help=help_, description=help_)
+        sp.set_defaults(func=handler)
+        return sp
+
+    def waiting(sp: argparse.ArgumentParser, until: str) -> None:
+        sp.add_argument("names", nargs="+", metavar="NAME")
+        sp.add_argument("--no-wait", action="store_true", help="return once asked")
+        sp.add_argument(
+            "--timeout", type=_timeout_arg, metavar="S", help=f"wait at most S seconds {until}"
+        )
+
+    sp = verb("status", cmd_status, "status table: exit 0 if every unit is fine, 3 otherwise")
+    sp.add_argument("names", nargs="*", metavar="NAME")
+    sp.add_argument("--json", action="store_true", help="print the raw status as JSON")
+    waiting(verb("start", _action("start"), "start units and wait until ready"), "for ready")
+    waiting(verb("stop", _action("stop"), "stop units and wait until stopped"), "for stopped")
+    waiting(verb("restart", _action("restart"), "restart units, wait until ready"), "for ready")
+    for name, help_ in (
+        ("logs", "the last lines of units (all if none named), merged in time order"),
+        ("tail", "supervisorctl habit: tail [-f] [-BYTES] NAME [stdout|stderr]"),
+    ):
+        sp = verb(name, cmd_logs if name == "logs" else cmd_tail, help_)
+        sp.add_argument("-f", "--follow", action="store_true", help="keep printing new lines")
+        if name == "logs":
+            sp.add_argument("names", nargs="*", metavar="NAME")
+            sp.add_argument("-n", "--lines", type=int, default=100, metavar="N", help="(100)")
+            sp.add_argument("-t", "--timestamps", action="store_true", help="prefix times")
+            sp.set_defaults(stream=None)
+        else:
+            sp.add_argument("name", metavar="NAME")
+            sp.add_argument("stream", nargs="?", choices=("stdout", "stderr"))
+            sp.add_argument("-n", "--lines", type=int, metavar="N", help="lines, not bytes")
+            sp.add_argument("--bytes", type=int, default=TAIL_BYTES, help=argparse.SUPPRESS)
+    sp = verb("ready", cmd_ready, "exit 0 when the units (all if none named) are ready")
+    sp.add_argument("names", nargs="*", metavar="NAME")
+    sp.add_argument("--wait", action="store_true", help="wait until ready (or hopeless)")
+    sp.add_argument("--timeout", type=_timeout_arg, metavar="S", help="wait at most S seconds")
+    sp.add_argument("--json", action="store_true", help="print the reply as JSON")
+    sp = verb("reload", cmd_reload, "re-read unit files; start new, stop removed, restart changed")
+    sp.add_argument("--dry-run", action="store_true", help="only say what would change")
+    verb("reread", cmd_reread, "supervisorctl habit: show what update would change")
+    sp = verb("update", cmd_update, "supervisorctl habit: apply unit file changes (= reload)")
+    sp.add_argument("names", nargs="*", metavar="NAME", help="accepted; every change is applied")
+    verb("avail", cmd_avail, "supervisorctl habit: units loaded or on disk")
+    sp = verb("show", cmd_show, "the effective unit (drop-ins merged) as TOML")
+    sp.add_argument("name", metavar="NAME")
+    sp = verb("signal", cmd_signal, "send a signal to units' main processes")
+    sp.add_argument("signal", metavar="SIG", help="TERM, SIGHUP, 1, ...")
+    sp.add_argument("names", nargs="+", metavar="NAME")
+    sp = verb("pid", cmd_pid, "vastinit's pid, or the units' main pids (0 if none)")
+    sp.add_argument("names", nargs="*", metavar="NAME")
+    verb("shutdown", cmd_shutdown, "stop every unit and exit vastinit (as SIGTERM)")
+    return p
+
+
+def _bytes_flag(argv: list[str]) -> list[str]:
+    """supervisorctl writes ``tail -1600 NAME``: turn ``-1600`` into ``--bytes 1600``."""
+    if "tail" not in argv:
+        return argv
+    at = argv.index("tail")
+    rest = [f"--bytes={a[1:]}" if a[:1] == "-" and a[1:].isdigit() else a for a in argv[at:]]
+    return argv[:at] + rest
+
+
+def run(argv: list[str], *, prog: str = PROG) -> int:
+    """Parse ``argv`` (a verb and its arguments), run it, return the exit status."""
+    parser = _parser()
+    parser.prog = prog
+    args = parser.parse_args(_bytes_flag(argv))
+    if args.verb is None:
+        parser.print_help(sys.stderr)
+        return EXIT_USAGE
+    client = Client(socket_path(args.socket))
+    try:
+        code: int = args.func(client, args)
+        return code
+    except CtlError as exc:
+        _err(f"{prog}: {exc}")
+        return EXIT_ERROR
+    except BrokenPipeError:
+        # `ctl logs | head`: the reader left; exit quietly like other Unix tools.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return EXIT_OK
+
+
+def main(argv: list[str]) -> int:
+    """``vastinit ctl ARGS``: returns the exit status."""
+    return run(argv)

@@ -1,0 +1,119 @@
+"""What the ``ctl`` client prints: status table, durations, log lines (standard library only)."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from typing import Any
+
+# `ctl status` exits 0 when every listed unit is in one of these states.
+FINE_STATES = frozenset({"ready", "exited", "scheduled", "skipped"})
+
+COLUMNS = ("NAME", "STATE", "READY", "PID", "UPTIME", "RESTARTS", "LAST EXIT", "NEXT RUN", "CAUSE")
+
+_COLORS = {
+    "ready": "32",  # green: up
+    "exited": "32",
+    "scheduled": "32",
+    "skipped": "2",  # dim: nothing to do
+    "failed": "31",  # red: needs a human
+    "backoff": "33",  # yellow: on its way, or not
+    "stopped": "2",
+}
+
+
+def duration(seconds: float) -> str:
+    """``42`` -> ``42s``, ``252`` -> ``4m12s``, ``7500`` -> ``2h05m``, ``90000`` -> ``1d01h``."""
+    total = max(0, int(seconds))
+    if total < 60:
+        return f"{total}s"
+    minutes, secs = divmod(total, 60)
+    if minutes < 60:
+        return f"{minutes}m{secs:02d}s"
+    hours, minutes = divmod(minutes, 60)
+    if hours < 24:
+        return f"{hours}h{minutes:02d}m"
+    days, hours = divmod(hours, 24)
+    return f"{days}d{hours:02d}h"
+
+
+def status_row(unit: dict[str, Any], now: float) -> list[str]:
+    """One unit's cells, in ``COLUMNS`` order."""
+    state = unit["state"]
+    pid = unit.get("pid")
+    started = unit.get("started_at")
+    ready = "-"  # a oneshot or cron unit is never "ready"; its state says how it went
+    if unit.get("type") == "service":
+        ready = "yes" if state == "ready" else "no"
+    next_run = unit.get("next_run")
+    return [
+        unit["name"],
+        state,
+        ready,
+        str(pid) if pid else "-",
+        duration(now - started) if pid and started else "-",
+        str(unit.get("restarts", 0)),
+        unit.get("last_exit") or "-",
+        f"in {duration(next_run - now)}" if next_run else "-",
+        unit.get("probe_error") or unit.get("cause") or "",
+    ]
+
+
+def status_table(
+    units: Sequence[dict[str, Any]], now: float, *, width: int | None = None, color: bool = False
+) -> str:
+    """The ``ctl status`` table; the CAUSE column is cut to ``width`` when given."""
+    rows = [list(COLUMNS)] + [status_row(u, now) for u in units]
+    widths = [max(len(row[i]) for row in rows) for i in range(len(COLUMNS) - 1)]
+    lines = []
+    for index, row in enumerate(rows):
+        cells = [cell.ljust(w) for cell, w in zip(row, widths, strict=False)]
+        cause = row[-1]
+        used = sum(widths) + 2 * len(widths)
+        if width is not None and used + len(cause) > width:
+            room = width - used
+            cause = cause[: room - 1] + "…" if room > 1 else ""
+        if color and index > 0 and row[1] in _COLORS:
+            # Colour after padding, so the escape codes do not upset the alignment.
+            cells[1] = f"\x1b[{_COLORS[row[1]]}m{cells[1]}\x1b[0m"
+        lines.append("  ".join([*cells, cause]).rstrip())
+    return "\n".join(lines)
+
+
+def log_line(entry: dict[str, Any], *, prefix_width: int | None, timestamps: bool) -> str:
+    """One log line as ``ctl logs`` prints it: ``[TIME ]NAME | text`` or just the text."""
+    out = str(entry["text"])
+    if prefix_width is not None:
+        out = f"{entry['unit'].ljust(prefix_width)} | {out}"
+    if timestamps:
+        ts = entry["ts"]
+        stamp = time.strftime("%Y-%m-%dT%H:%M:%S", time.localtime(ts))
+        out = f"{stamp}.{int(ts % 1 * 1000):03d} {out}"
+    return out
+
+
+def supervisor_status_line(unit: dict[str, Any], now: float) -> str:
+    """One line as supervisorctl prints it: ``name  RUNNING  pid 123, uptime 0:01:02``."""
+    state = unit["state"]
+    word = {
+        "ready": "RUNNING",
+        "running": "RUNNING",
+        "waiting": "STARTING",
+        "starting": "STARTING",
+        "stopping": "STOPPING",
+        "stopped": "STOPPED",
+        "inactive": "STOPPED",
+        "backoff": "BACKOFF",
+        "exited": "EXITED",
+        "failed": "FATAL",
+        "skipped": "STOPPED",
+        "scheduled": "STOPPED",
+    }.get(state, state.upper())
+    pid, started = unit.get("pid"), unit.get("started_at")
+    if word == "RUNNING" and pid and started:
+        up = int(now - started)
+        hours, rest = divmod(up, 3600)
+        desc = f"pid {pid}, uptime {hours}:{rest // 60:02d}:{rest % 60:02d}"
+    else:
+        desc = unit.get("cause") or ""
+    return f"{unit['name']:<33}{word:<11}{desc}".rstrip()

@@ -1,0 +1,128 @@
+"""``supervisorctl``: supervisord's client habits mapped onto vastinit's control socket.
+
+Scripts written for the previous image keep working: ``supervisorctl status`` prints
+supervisord's one line per program (exit 0 when every unit is fine, 3 otherwise),
+``supervisorctl restart sglang`` restarts and waits for ready, ``reread`` / ``update``
+reload unit files, and ``all`` names every unit. supervisorctl's own options (``-c FILE``,
+``-u``, ``-p``) are accepted and ignored; ``-s unix:///PATH`` picks the socket.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable
+
+from vastinit.control import cli
+from vastinit.control import formatting as fmt
+from vastinit.control.client import Client, CtlError, query
+
+PROG = "supervisorctl"
+_IGNORED_WITH_VALUE = frozenset(
+    {"-c", "--configuration", "-u", "--username", "-p", "--password", "-r", "--history-file"}
+)
+# verbs handed to `vastinit ctl` unchanged (after `all` is expanded)
+_PASS_THROUGH = frozenset({"tail", "pid", "signal", "reread", "update", "avail", "shutdown"})
+USAGE = """\
+usage: supervisorctl [-s unix:///PATH] VERB [ARGS...]   (vastinit's supervisorctl)
+
+  status [NAME...|all]         start|stop|restart NAME...|all    tail [-f] [-BYTES] NAME
+  pid [NAME...|all]            signal SIG NAME...|all           reread   update   avail
+  reload (= update)            shutdown                          version
+
+`vastinit ctl --help` lists vastinit's own verbs."""
+
+
+def _split_options(argv: list[str]) -> tuple[str | None, list[str]]:
+    """supervisorctl's leading options: the socket from ``-s``; the rest are dropped."""
+    socket: str | None = None
+    args = list(argv)
+    while args and args[0].startswith("-") and args[0] not in ("-h", "--help"):
+        opt = args.pop(0)
+        name, eq, value = opt.partition("=")
+        if name in ("-s", "--serverurl", "--socket"):
+            value = value if eq else (args.pop(0) if args else "")
+            if value.startswith("unix://"):
+                socket = value[len("unix://") :]
+            elif name == "--socket":
+                socket = value
+        elif name in _IGNORED_WITH_VALUE and not eq and args:
+            args.pop(0)
+    return socket, args
+
+
+def _expand_all(client: Client, names: list[str]) -> list[str]:
+    """``all`` (or ``group:*``) means every unit, as in supervisorctl."""
+    if "all" not in names:
+        return [n[:-2] if n.endswith(":*") else n for n in names]
+    return [u["name"] for u in client.get("/v1/status")["units"]]
+
+
+def _status(client: Client, names: list[str]) -> int:
+    data = client.get(query("/v1/status", {"unit": names}))
+    for unit in data["units"]:
+        print(fmt.supervisor_status_line(unit, data["now"]))
+    fine = all(u["state"] in fmt.FINE_STATES for u in data["units"])
+    return cli.EXIT_OK if fine else cli.EXIT_NOT_FINE
+
+
+def _action(client: Client, verb: str, names: list[str]) -> int:
+    if not names:
+        print(f"Error: {verb} requires a process name", file=sys.stderr)
+        return cli.EXIT_USAGE
+    reply = client.post(f"/v1/{verb}", {"units": names, "wait": True, "timeout": None})
+    for result in reply["results"]:
+        name = result["name"]
+        if not result["ok"]:
+            print(f"{name}: ERROR ({result['outcome']}: {result['cause']})", file=sys.stderr)
+        elif verb == "stop":
+            print(f"{name}: stopped")
+        elif verb == "restart":
+            print(f"{name}: stopped\n{name}: started")
+        else:
+            print(f"{name}: started")
+    return cli.EXIT_OK if reply["ok"] else cli.EXIT_NOT_FINE
+
+
+def _version(client: Client) -> int:
+    print(client.get("/v1/version")["version"])
+    return cli.EXIT_OK
+
+
+def run(argv: list[str]) -> int:
+    """Run one supervisorctl command line; returns its exit status."""
+    socket, args = _split_options(argv)
+    if not args or args[0] in ("-h", "--help", "help"):
+        print(USAGE)
+        return cli.EXIT_OK if args else cli.EXIT_USAGE
+    verb, rest = args[0], args[1:]
+    if verb == "reload":
+        verb = "update"  # supervisord's reload restarts everything; ours changes only what changed
+    socket_args = ["--socket", socket] if socket else []
+    client = Client(cli.socket_path(socket))
+    handlers: dict[str, Callable[[], int]] = {
+        "status": lambda: _status(client, _expand_all(client, rest)),
+        "start": lambda: _action(client, "start", _expand_all(client, rest)),
+        "stop": lambda: _action(client, "stop", _expand_all(client, rest)),
+        "restart": lambda: _action(client, "restart", _expand_all(client, rest)),
+        "version": lambda: _version(client),
+    }
+    try:
+        if verb in handlers:
+            return handlers[verb]()
+        if verb in _PASS_THROUGH:
+            if verb in ("pid", "signal") and "all" in rest:
+                rest = [*rest[: rest.index("all")], *_expand_all(client, ["all"])]
+            return cli.run([*socket_args, verb, *rest], prog=PROG)
+    except CtlError as exc:
+        print(f"{PROG}: {exc}", file=sys.stderr)
+        return cli.EXIT_ERROR
+    print(f"{PROG}: unknown command {verb!r}; `supervisorctl help` lists them", file=sys.stderr)
+    return cli.EXIT_USAGE
+
+
+def main(argv: list[str] | None = None) -> int:
+    """The ``supervisorctl`` console script."""
+    try:
+        return run(list(sys.argv[1:] if argv is None else argv))
+    except KeyboardInterrupt:
+        return 130
