@@ -41,6 +41,13 @@ def events(v: Vastinit, unit: str, name: str) -> list[dict[str, Any]]:
         return [e for e in v.events if e.get("unit") == unit and e.get("event") == name]
 
 
+def first_event(v: Vastinit, unit: str, state: str) -> dict[str, Any]:
+    """The first transition of ``unit`` into ``state``."""
+    event = v.event(unit, state)
+    assert event is not None, f"{unit} never reached {state}: {v.states(unit)}"
+    return event
+
+
 def state_events(v: Vastinit, unit: str, state: str) -> list[dict[str, Any]]:
     with v._cond:
         return [e for e in v.events if e.get("unit") == unit and e.get("state") == state]
@@ -163,7 +170,7 @@ def test_tcp_probe_passes_when_the_port_opens_and_a_closed_port_fails_the_start(
         >= printed_time(v, "opens", "listening at") - TS_SLACK
     )
     v.wait_state("closed", "failed")
-    cause = v.event("closed", "failed")["cause"]
+    cause = first_event(v, "closed", "failed")["cause"]
     assert "not ready within 400ms: connection refused" in cause
     assert "ready" not in v.states("closed")
     assert v.terminate() == 0
@@ -216,9 +223,9 @@ def test_exec_probe_passes_on_exit_0_fails_on_exit_1_and_is_killed_at_timeout(
     v.wait_state("flag", "ready")
     assert events(v, "flag", "readiness probe failed")[0]["error"] == "exit 1"
     v.wait_state("no", "failed")
-    assert "not ready within 400ms: exit 1: not yet" in v.event("no", "failed")["cause"]
+    assert "not ready within 400ms: exit 1: not yet" in first_event(v, "no", "failed")["cause"]
     v.wait_state("slow", "failed")
-    assert "timed out after 200ms, killed" in v.event("slow", "failed")["cause"]
+    assert "timed out after 200ms, killed" in first_event(v, "slow", "failed")["cause"]
     probe_pid = int(pidfile.read_text())
     wait_until(lambda: not Path(f"/proc/{probe_pid}").exists(), 5, "the timed-out probe to die")
     assert v.terminate() == 0
@@ -254,9 +261,9 @@ def test_http_probe_503_fails_the_start_and_a_redirect_passes(
     )
     v = vastinit_run()
     v.wait_state("moved", "ready")
-    assert "HTTP 302" in v.event("moved", "ready")["cause"]
+    assert "HTTP 302" in first_event(v, "moved", "ready")["cause"]
     v.wait_state("sick", "failed")
-    assert "not ready within 600ms: HTTP 503" in v.event("sick", "failed")["cause"]
+    assert "not ready within 600ms: HTTP 503" in first_event(v, "sick", "failed")["cause"]
     assert v.terminate() == 0
 
 
@@ -289,7 +296,7 @@ def test_notify_ready_marks_ready_and_silence_fails_the_start(
     v.wait_state("talks", "ready")
     v.wait_line("talks", "sending READY=1")
     sent = printed_time(v, "talks", "sending READY=1\\nSTATUS=serving at")
-    ready = v.event("talks", "ready")
+    ready = first_event(v, "talks", "ready")
     assert sent - TS_SLACK <= ready["ts"] <= sent + 0.5
     assert "READY=1 received" in ready["cause"]
     v._wait(
@@ -299,7 +306,7 @@ def test_notify_ready_marks_ready_and_silence_fails_the_start(
     )
     v.wait_state("mute", "failed")
     assert v.states("mute").count("starting") == 2, "start_timeout counts as a failed start"
-    cause = v.event("mute", "failed")["cause"]
+    cause = first_event(v, "mute", "failed")["cause"]
     assert "not ready within 400ms: no READY=1 received" in cause
     assert "restart limit reached" in cause
     # The socket of each run is removed when the run ends.
@@ -367,9 +374,11 @@ def test_failing_liveness_probe_restarts_the_unit(
     v.wait_state("svc", "ready")
     health.write_text("fail")
     v.wait_state("svc", "backoff")
-    assert "liveness probe failed 3 times: HTTP 503 X" in v.event("svc", "backoff")["cause"]
+    assert "liveness probe failed 3 times: HTTP 503 X" in first_event(v, "svc", "backoff")["cause"]
     failed_at = events(v, "svc", "liveness probe failed")[0]["ts"]
-    assert v.event("svc", "stopping")["ts"] - failed_at >= 0.15, "restarted before 3 failures"
+    assert first_event(v, "svc", "stopping")["ts"] - failed_at >= 0.15, (
+        "restarted before 3 failures"
+    )
     health.unlink()
     v.wait_state("svc", "ready", count=2)
     assert v.states("svc").count("starting") == 2
@@ -449,8 +458,8 @@ def test_liveness_without_readiness_restarts_and_counts_toward_the_crash_loop_li
     v = vastinit_run()
     v.wait_state("doomed", "failed")
     assert v.states("doomed").count("ready") == 2
-    assert "liveness probe failed 2 times: exit 1" in v.event("doomed", "backoff")["cause"]
-    cause = v.event("doomed", "failed")["cause"]
+    assert "liveness probe failed 2 times: exit 1" in first_event(v, "doomed", "backoff")["cause"]
+    cause = first_event(v, "doomed", "failed")["cause"]
     assert "liveness probe failed 2 times" in cause and "restart limit reached" in cause
     assert v.terminate() == 0
 
@@ -487,9 +496,11 @@ def test_hanging_server_is_timed_out_while_other_units_proceed(
     v = vastinit_run()
     v.wait_line("hung", "listening at")
     v.wait_state("hung", "failed")
-    assert "not ready within 1s: no answer within 300ms" in v.event("hung", "failed")["cause"]
-    hung_from = v.event("hung", "running")["ts"]
-    hung_to = v.event("hung", "stopping")["ts"]
+    assert (
+        "not ready within 1s: no answer within 300ms" in first_event(v, "hung", "failed")["cause"]
+    )
+    hung_from = first_event(v, "hung", "running")["ts"]
+    hung_to = first_event(v, "hung", "stopping")["ts"]
     timeouts = [
         e
         for e in events(v, "hung", "readiness probe failed")
@@ -556,11 +567,11 @@ def test_dependency_failing_for_good_skips_dependents_and_restarting_one_makes_t
     v = vastinit_run()
     v.wait_state("app", "skipped")
     assert re.search(
-        r"dependency db can never be ready: it is failed", v.event("app", "skipped")["cause"]
+        r"dependency db can never be ready: it is failed", first_event(v, "app", "skipped")["cause"]
     )
-    assert "not ready within 300ms" in v.event("db", "failed")["cause"]
+    assert "not ready within 300ms" in first_event(v, "db", "failed")["cause"]
     v.wait_state("client", "ready")
     assert v.states("client") == ["waiting", "starting", "running", "ready"]
     assert "backoff" in v.states("api")
-    assert v.event("client", "starting")["ts"] >= v.event("api", "ready")["ts"]
+    assert first_event(v, "client", "starting")["ts"] >= first_event(v, "api", "ready")["ts"]
     assert v.terminate() == 0
