@@ -1,0 +1,1 @@
+"""vastinit against supervisord, side by side: ``python -m benchmarks`` (``make bench``)."""
