@@ -39,5 +39,9 @@ class SpawnError(VastinitError):
     """A unit's process could not be started (missing program, bad user, bad cwd...)."""
 
 
+class ProgramNotFound(SpawnError):
+    """The unit's program is not installed: the unit is skipped, not failed."""
+
+
 class ControlError(VastinitError):
     """The control client could not talk to the daemon, or the daemon refused."""

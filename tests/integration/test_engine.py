@@ -264,3 +264,24 @@ def _descendants(root: int) -> dict[int, str]:
                 out[pid] = state
                 frontier.append(pid)
     return out
+
+
+def test_missing_program_is_skipped_not_crash_looped(units_dir: Path, vastinit_run: Start) -> None:
+    write_unit(units_dir, "optional", 'command = ["surely-not-installed-vastinit-tool", "--x"]')
+    write_unit(
+        units_dir,
+        "badcwd",
+        """
+        command = ["sleep", "60"]
+        working_dir = "/surely/not/a/dir"
+    """,
+    )
+    v = vastinit_run()
+    v.wait_state("optional", "skipped")
+    assert v.event("optional", "skipped")["cause"] == (
+        "program not found: surely-not-installed-vastinit-tool"
+    )
+    assert v.states("optional").count("starting") == 1
+    v.wait_state("badcwd", "failed")
+    assert "working_dir /surely/not/a/dir does not exist" in v.event("badcwd", "failed")["cause"]
+    assert v.terminate() == 0

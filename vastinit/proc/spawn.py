@@ -16,7 +16,7 @@ import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
-from vastinit.errors import SpawnError
+from vastinit.errors import ProgramNotFound, SpawnError
 from vastinit.proc.reaper import Reaper
 from vastinit.proc.status import ExitStatus
 
@@ -121,7 +121,7 @@ def spawn(
             extra_groups=list(ident.groups) if ident.groups is not None else None,
         )
     except FileNotFoundError:
-        raise SpawnError(f"program not found: {argv[0]}") from None
+        raise ProgramNotFound(f"program not found: {argv[0]}") from None
     except PermissionError as exc:
         raise SpawnError(f"cannot execute {argv[0]}: {exc.strerror}") from None
     except OSError as exc:

@@ -20,7 +20,7 @@ import anyio
 import structlog
 
 from vastinit.config import expand, resolve_unit, start_environment
-from vastinit.errors import SpawnError
+from vastinit.errors import ProgramNotFound, SpawnError
 from vastinit.logs.mux import LogMux, UnitLog
 from vastinit.model import State, Unit, UnitType
 from vastinit.proc.group import group_alive
@@ -238,6 +238,10 @@ class UnitRunner:
                 return
             try:
                 status = await self.run_once(env, "dependencies met")
+            except ProgramNotFound as exc:
+                # Not installed here (an optional part of the stack): nothing to run.
+                self._skip(SkipKind.CONDITION, str(exc))
+                return
             except SpawnError as exc:
                 self._fail(f"cannot start: {exc}", 127)
                 return
