@@ -100,7 +100,7 @@ async def _run(
     from vastinit.proc.reaper import Reaper, become_subreaper
     from vastinit.supervisor.commands import SupervisorCommands
     from vastinit.supervisor.manager import Manager
-    from vastinit.supervisor.pid1 import is_pid1, serve_signals
+    from vastinit.supervisor.pid1 import SignalQueue, is_pid1, serve_signals
     from vastinit.supervisor.reload import make_reloader
 
     fmt = "json" if os.environ.get("VASTINIT_LOG_FORMAT", "").lower() == "json" else "text"
@@ -109,6 +109,7 @@ async def _run(
     log = structlog.get_logger("vastinit")
     reaper = Reaper()
     reaper.install()
+    signals = SignalQueue()
     if not is_pid1() and not become_subreaper():
         log.warning("could not become child subreaper; orphans will not be reaped by us")
     mux = LogMux(console, log_dir)
@@ -126,12 +127,13 @@ async def _run(
             await tg.start(manager.run)
             if listener is not None:
                 await start_control_server(tg, SupervisorCommands(manager, reloader), listener)
-            code = await serve_signals(manager, reloader.on_signal)
+            code = await serve_signals(manager, reloader.on_signal, signals)
             tg.cancel_scope.cancel()
     finally:
         log.info("vastinit exiting", code=code)
         await console.drain(2.0)
         await mux.aclose()
+        signals.close()
         reaper.uninstall()
         console.close()
     return code

@@ -27,24 +27,33 @@ SHUTDOWN_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGQUIT)
 RELOAD_SIGNALS = (signal.SIGHUP,)
 
 
-async def serve_signals(
-    manager: Manager, reload: Callable[[], Coroutine[Any, Any, object]] | None = None
-) -> int:
-    """Handle signals until a shutdown completes; returns vastinit's exit status."""
-    loop = asyncio.get_running_loop()
-    queue: asyncio.Queue[int] = asyncio.Queue()
-    for sig in (*SHUTDOWN_SIGNALS, *RELOAD_SIGNALS):
-        loop.add_signal_handler(sig, queue.put_nowait, int(sig))
-    # Job-control signals from a terminal must not stop PID 1 itself.
-    for sig in (signal.SIGTTIN, signal.SIGTTOU, signal.SIGTSTP):
-        signal.signal(sig, signal.SIG_IGN)
-    try:
-        cause = await _next_shutdown_cause(manager, queue, reload)
-        await manager.shutdown(cause)
-        return manager.exit_code
-    finally:
+class SignalQueue:
+    """Installs the handlers at once (before any unit starts, so no SIGTERM is lost to the
+    default action) and queues each signal for ``serve_signals``."""
+
+    def __init__(self) -> None:
+        self._loop = asyncio.get_running_loop()
+        self.queue: asyncio.Queue[int] = asyncio.Queue()
         for sig in (*SHUTDOWN_SIGNALS, *RELOAD_SIGNALS):
-            loop.remove_signal_handler(sig)
+            self._loop.add_signal_handler(sig, self.queue.put_nowait, int(sig))
+        # Job-control signals from a terminal must not stop PID 1 itself.
+        for sig in (signal.SIGTTIN, signal.SIGTTOU, signal.SIGTSTP):
+            signal.signal(sig, signal.SIG_IGN)
+
+    def close(self) -> None:
+        for sig in (*SHUTDOWN_SIGNALS, *RELOAD_SIGNALS):
+            self._loop.remove_signal_handler(sig)
+
+
+async def serve_signals(
+    manager: Manager,
+    reload: Callable[[], Coroutine[Any, Any, object]] | None,
+    signals: SignalQueue,
+) -> int:
+    """Handle queued signals until a shutdown completes; returns vastinit's exit status."""
+    cause = await _next_shutdown_cause(manager, signals.queue, reload)
+    await manager.shutdown(cause)
+    return manager.exit_code
 
 
 async def _next_shutdown_cause(
