@@ -82,7 +82,9 @@ class UnitHealth:
         runner = self._runner
         if "STATUS" in message and (message["STATUS"] or None) != runner.status_text:
             runner.status_text = message["STATUS"] or None
-            runner.log.info("unit status", status=runner.status_text)
+            # Startup progress is worth a line; a ready unit's chatter only shows in status.
+            level = "debug" if run.ready_once else "info"
+            getattr(runner.log, level)("unit status", status=runner.status_text)
         if "MAINPID" in message and message["MAINPID"] != run.main_pid:
             # Recorded only: vastinit keeps supervising the process it started.
             run.main_pid = message["MAINPID"]
@@ -163,7 +165,6 @@ class UnitHealth:
             assert limit is not None
             why = rlog.last_error or _silence(probe)
             reason = f"not ready within {format_duration(limit)}: {why}"
-            runner.log.warning("start timed out", probe=describe(probe), error=why)
             await runner.fail_run(reason)
             return False
         after = time.monotonic() - child.started_at
