@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import textwrap
@@ -155,6 +156,43 @@ class Vastinit:
                         f"last lines: {self.lines[-15:]}"
                     )
                 self._cond.wait(min(left, 0.1))
+
+    # ---- control socket (`vastinit ctl`) ---------------------------------------------------
+
+    def ctl_argv(self, *args: str) -> list[str]:
+        """The argv of ``python -m vastinit ctl --socket SOCK ARGS``."""
+        return [sys.executable, "-m", "vastinit", "ctl", "--socket", str(self.socket), *args]
+
+    def ctl(self, *args: str, timeout: float = 30.0) -> subprocess.CompletedProcess[str]:
+        """Run ``vastinit ctl ARGS`` against this vastinit and return its result (text)."""
+        return subprocess.run(
+            self.ctl_argv(*args), capture_output=True, text=True, timeout=timeout, cwd=REPO
+        )
+
+    def ctl_popen(self, *args: str) -> subprocess.Popen[str]:
+        """Start ``vastinit ctl ARGS`` without waiting (``logs -f``, ``ready --wait``)."""
+        return subprocess.Popen(
+            self.ctl_argv(*args),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            cwd=REPO,
+        )
+
+    def wait_control(self, timeout: float = 15.0) -> None:
+        """Wait until the control socket accepts connections."""
+
+        def accepting() -> bool:
+            if self.proc.poll() is not None:
+                raise AssertionError(f"vastinit exited with {self.proc.returncode}")
+            with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+                try:
+                    sock.connect(str(self.socket))
+                except OSError:
+                    return False
+            return True
+
+        wait_until(accepting, timeout, f"the control socket {self.socket}", interval=0.02)
 
     # ---- control -------------------------------------------------------------------------
 
