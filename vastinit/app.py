@@ -140,14 +140,8 @@ async def _run(
 
 
 def _runner_setup() -> list[Callable[..., None]]:
-    """Plug-ins for each unit runner: health probes, then (while optional) the scheduler."""
+    """Plug-ins for each unit runner: health probes and cron schedules."""
+    from vastinit.cron_runner import setup_runner as cron_setup
     from vastinit.health import setup_runner as health_setup
 
-    setups: list[Callable[..., None]] = [health_setup]
-    try:
-        from vastinit.scheduler import setup_runner as cron_setup
-
-        setups.append(cron_setup)
-    except ImportError:
-        pass
-    return setups
+    return [health_setup, cron_setup]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from datetime import UTC, datetime, timedelta
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
@@ -11,19 +12,38 @@ from croniter import CroniterBadDateError, croniter
 _SEARCH_YEARS = 8
 
 
+# The spec's forms: 5 standard fields, or one of these words.  croniter accepts more (a
+# seconds field, a year field, @yearly/@midnight, L/W/# extensions); those are refused so
+# that a unit file means the same here as in any standard cron.
+MACROS = ("@hourly", "@daily", "@weekly", "@monthly", "@reboot")
+ALLOWED_FORMS = (
+    "5 fields (minute hour day-of-month month day-of-week, e.g. '*/5 * * * *') "
+    "or one of " + ", ".join(MACROS)
+)
+# Per field: digits, '*', ',', '-', '/'; month and day-of-week also take 3-letter names.
+_FIELD = re.compile(r"[0-9*,/-]+")
+_NAMED_FIELD = re.compile(r"(?:[0-9*,/-]|[A-Za-z]{3})+")
+
+
 def cron_problem(expr: str, timezone: str) -> str | None:
-    """Why ``expr`` in ``timezone`` is unusable (invalid, never fires, unknown zone), or None."""
+    """Why ``expr`` in ``timezone`` is unusable (not a spec form, never fires, unknown zone),
+    or None."""
     try:
         tz = ZoneInfo(timezone)
     except (ZoneInfoNotFoundError, ValueError):
         return f"unknown time zone {timezone!r} (use an IANA name such as 'UTC' or 'Europe/Berlin')"
-    if expr.strip() == "@reboot":
+    text = expr.strip()
+    if text in MACROS:
         return None
-    if not croniter.is_valid(expr):
-        return f"invalid cron expression {expr!r} (5 fields or @hourly/@daily/@weekly/@monthly)"
+    fields = text.split()
+    standard = len(fields) == 5 and all(
+        (_NAMED_FIELD if i >= 3 else _FIELD).fullmatch(f) for i, f in enumerate(fields)
+    )
+    if not standard or not croniter.is_valid(text):
+        return f"invalid cron expression {expr!r}: use {ALLOWED_FORMS}"
     try:
         start = datetime.now(tz)
-        fire = croniter(expr, start, max_years_between_matches=_SEARCH_YEARS).get_next(datetime)
+        fire = croniter(text, start, max_years_between_matches=_SEARCH_YEARS).get_next(datetime)
     except Exception:  # croniter raises its own error types for impossible dates
         return f"cron expression {expr!r} never fires"
     if fire is None:

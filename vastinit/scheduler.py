@@ -260,6 +260,8 @@ class CronTimer:
     Call ``wait_next`` in a loop from a task of its own (one waiter at a time), and let the
     overlap rule (``CronRuns.admit``) decide about each run: a timer that is not waited on
     while a run is in progress would see the fire times of that period as a clock jump.
+    ``on_note`` gets what is worth logging (jumps, late runs); ``on_next`` gets the new
+    ``next_run_at()`` each time it may have changed, so a status display never goes stale.
     """
 
     def __init__(
@@ -270,6 +272,7 @@ class CronTimer:
         tolerance: float = DEFAULT_TOLERANCE,
         max_sleep: float = DEFAULT_MAX_SLEEP,
         on_note: Callable[[str], None] | None = None,
+        on_next: Callable[[datetime | None], None] | None = None,
     ) -> None:
         if max_sleep <= 0:
             raise ValueError("max_sleep must be positive")
@@ -278,6 +281,7 @@ class CronTimer:
         self._tolerance = tolerance
         self._max_sleep = max_sleep
         self._on_note = on_note
+        self._on_next = on_next
         self._cursor = self._clock.wall()
         # run_on_start, and @reboot (whose only run is the one at start), fire at once.
         self._start_pending = schedule.run_on_start or is_reboot(schedule.cron)
@@ -297,6 +301,7 @@ class CronTimer:
         """
         if self._start_pending:
             self._start_pending = False
+            self._publish()
             await anyio.lowlevel.checkpoint()
             return self._cursor
         while True:
@@ -306,6 +311,7 @@ class CronTimer:
             )
             self._cursor, self._next = d.cursor, d.next_at
             self.missed += d.missed
+            self._publish()
             if d.note:
                 self._note(d.note)
             if d.fire_for is not None:
@@ -318,6 +324,10 @@ class CronTimer:
             # at most max_sleep: the wall clock may step or the host sleep in the meantime.
             wait = min((d.next_at - now).total_seconds(), self._max_sleep)
             await self._clock.sleep_until_monotonic(self._clock.monotonic() + wait)
+
+    def _publish(self) -> None:
+        if self._on_next is not None:
+            self._on_next(self.next_run_at())
 
     def _note(self, text: str) -> None:
         if self._on_note is not None:

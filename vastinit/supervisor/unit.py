@@ -87,6 +87,7 @@ class UnitStatus:
     next_run: float | None
     probe_error: str | None
     status_text: str | None
+    last_run_duration: float | None = None  # seconds the last finished run took
 
 
 def env_digest(env: Mapping[str, str]) -> str:
@@ -128,6 +129,7 @@ class UnitRunner:
         self.consecutive_failures = 0
         self.last_exit: ExitStatus | None = None
         self.last_exit_at: float | None = None
+        self.last_run_duration: float | None = None
         self.started_at: float | None = None
         self.ready_at: float | None = None
         self.skip_kind: SkipKind | None = None
@@ -148,10 +150,12 @@ class UnitRunner:
         #   watch the unit's output from its first line;
         # readiness_hook(runner, unit, child): runs while the process lives; calls
         #   mark_ready / mark_not_ready / fail_run;
-        # cron_hook(runner): runs a cron unit's schedule for the whole activation.
+        # cron_hook(runner): runs a cron unit's schedule for the whole activation;
+        # run_now_hook(cause): set by it while the schedule is armed (see run_now).
         self.prestart_hook: PrestartHook | None = None
         self.readiness_hook: Callable[[UnitRunner, Unit, Child], Awaitable[None]] | None = None
         self.cron_hook: Callable[[UnitRunner], Awaitable[None]] | None = None
+        self.run_now_hook: Callable[[str], None] | None = None
 
     # ---- commands (called by the manager; they only record intent) -------------------
 
@@ -160,8 +164,10 @@ class UnitRunner:
         return self.sm.state
 
     def start(self, cause: str) -> None:
-        """Begin an activation unless one is already under way."""
+        """Begin an activation unless one is already under way; a cron unit whose schedule
+        is armed is asked for a run now instead (``run_now``)."""
         if self.active and self._scope is not None and not self._scope.cancel_called:
+            self.run_now(cause)
             return
         self._pending_start = cause
         self._wake.set()
@@ -178,6 +184,19 @@ class UnitRunner:
         self.stop(cause)
         self._pending_start = cause
         self._wake.set()
+
+    def run_now(self, cause: str) -> bool:
+        """Ask a cron unit with an armed schedule for a run now (its overlap rule applies);
+        False when no schedule is armed to ask."""
+        if self.run_now_hook is None:
+            return False
+        self.run_now_hook(cause)
+        return True
+
+    @property
+    def stop_cause(self) -> str:
+        """Why the current (or last) stop was requested."""
+        return self._stop_cause
 
     def hold(self) -> None:
         """Drop any pending start (shutdown: nothing new begins)."""
@@ -316,7 +335,7 @@ class UnitRunner:
             tg.start_soon(self._readiness, unit, child)
             status = await child.wait()
             tg.cancel_scope.cancel()
-        self._record_exit(status)
+        self.record_exit(status)
         if group_alive(child.pgid):
             if self.sm.state is not S.STOPPING:
                 self.sm.set(
@@ -370,8 +389,13 @@ class UnitRunner:
         if self.sm.state is S.READY:
             self.sm.set(S.RUNNING, cause)
 
-    def _record_exit(self, status: ExitStatus) -> None:
+    def record_exit(self, status: ExitStatus, duration: float | None = None) -> None:
+        """Keep how the last run ended, when, and how long it took (default: since the
+        latest spawn)."""
+        if duration is None and self._last_start_mono is not None:
+            duration = time.monotonic() - self._last_start_mono
         self.last_exit, self.last_exit_at = status, time.time()
+        self.last_run_duration = duration
 
     async def _wait_dependencies(self) -> str | None:
         """Wait until every dependency holds; the reason if one never can, else None."""
@@ -404,7 +428,7 @@ class UnitRunner:
                 self.sm.set(S.STOPPING, cause)
             how = await stop_child(child, self.unit.stop, self.ctx.reaper)
             status = await child.wait()
-            self._record_exit(status)
+            self.record_exit(status)
             self.child = None
             self.sm.set(S.STOPPED, f"{cause} ({how}; {status})")
             return
@@ -435,6 +459,7 @@ class UnitRunner:
             next_run=self.next_run,
             probe_error=self.probe_error,
             status_text=self.status_text,
+            last_run_duration=self.last_run_duration,
         )
 
 
