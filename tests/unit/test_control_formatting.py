@@ -1,0 +1,130 @@
+"""What `vastinit ctl` prints: durations, the status table, log lines, supervisorctl lines."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from vastinit.control import formatting as fmt
+from vastinit.control.cli import action_line
+
+NOW = 1_800_000_000.0
+
+
+def unit(**fields: Any) -> dict[str, Any]:
+    base: dict[str, Any] = {
+        "name": "web",
+        "type": "service",
+        "state": "ready",
+        "cause": "started",
+        "pid": 42,
+        "started_at": NOW - 75,
+        "restarts": 0,
+        "last_exit": None,
+        "next_run": None,
+        "probe_error": None,
+    }
+    return {**base, **fields}
+
+
+@pytest.mark.parametrize(
+    ("seconds", "text"),
+    [
+        (0, "0s"),
+        (-3, "0s"),
+        (59.9, "59s"),
+        (60, "1m00s"),
+        (252, "4m12s"),
+        (3599, "59m59s"),
+        (7500, "2h05m"),
+        (90000, "1d01h"),
+    ],
+)
+def test_duration_is_short_and_coarsens_with_size(seconds: float, text: str) -> None:
+    assert fmt.duration(seconds) == text
+
+
+def test_status_row_fills_every_column() -> None:
+    row = fmt.status_row(unit(restarts=2, last_exit="killed by SIGKILL"), NOW)
+    assert row == ["web", "ready", "yes", "42", "1m15s", "2", "killed by SIGKILL", "-", "started"]
+    assert len(row) == len(fmt.COLUMNS)
+
+
+def test_status_row_for_units_without_a_process_or_readiness() -> None:
+    job = fmt.status_row(
+        unit(name="job", type="oneshot", state="exited", pid=None, last_exit="exit 0"), NOW
+    )
+    assert job[1:5] == ["exited", "-", "-", "-"]
+    cron = fmt.status_row(
+        unit(name="backup", type="cron", state="scheduled", pid=None, next_run=NOW + 300), NOW
+    )
+    assert cron[2] == "-" and cron[7] == "in 5m00s"
+    waiting = fmt.status_row(unit(state="running", probe_error="connection refused"), NOW)
+    assert waiting[2] == "no" and waiting[-1] == "connection refused"
+
+
+def test_status_table_aligns_columns_and_cuts_the_cause_to_the_terminal() -> None:
+    units = [unit(), unit(name="a-much-longer-name", cause="x" * 200)]
+    table = fmt.status_table(units, NOW, width=120)
+    lines = table.splitlines()
+    assert lines[0].startswith("NAME                ")
+    assert [line.index("ready") for line in lines[1:]] == [20, 20]
+    assert all(len(line) <= 120 for line in lines)
+    assert lines[2].endswith("x…")
+    wide = fmt.status_table(units, NOW)
+    assert wide.splitlines()[2].endswith("x" * 200)
+
+
+def test_status_table_colours_states_without_breaking_alignment() -> None:
+    plain = fmt.status_table([unit(), unit(name="db", state="failed")], NOW)
+    coloured = fmt.status_table([unit(), unit(name="db", state="failed")], NOW, color=True)
+    assert "\x1b[31mfailed" in coloured and "\x1b[32mready" in coloured
+    strip = coloured.replace("\x1b[31m", "").replace("\x1b[32m", "").replace("\x1b[0m", "")
+    assert strip == plain
+
+
+def test_log_line_prefixes_the_unit_only_when_asked() -> None:
+    entry = {"ts": NOW + 0.25, "unit": "web", "stream": "stdout", "text": "hello"}
+    assert fmt.log_line(entry, prefix_width=None, timestamps=False) == "hello"
+    assert fmt.log_line(entry, prefix_width=6, timestamps=False) == "web    | hello"
+    stamped = fmt.log_line(entry, prefix_width=None, timestamps=True)
+    assert stamped.endswith(".250 hello") and stamped[4] == "-"
+
+
+@pytest.mark.parametrize(
+    ("fields", "line"),
+    [
+        ({}, "web                              RUNNING    pid 42, uptime 0:01:15"),
+        (
+            {"state": "failed", "cause": "exit 1"},
+            "web                              FATAL      exit 1",
+        ),
+        (
+            {"state": "waiting", "pid": None, "cause": ""},
+            "web                              STARTING",
+        ),
+        (
+            {"state": "exited", "pid": None, "cause": "exit 0"},
+            "web" + " " * 30 + "EXITED     exit 0",
+        ),
+    ],
+)
+def test_supervisor_status_line_reads_like_supervisorctl(fields: dict[str, Any], line: str) -> None:
+    assert fmt.supervisor_status_line(unit(**fields), NOW) == line
+
+
+@pytest.mark.parametrize(
+    ("result", "line"),
+    [
+        ({"outcome": "ready", "ok": True}, "web: ready"),
+        ({"outcome": "requested", "ok": True}, "web: start requested"),
+        ({"outcome": "failed", "ok": False, "cause": "exit 1"}, "web: failed (exit 1)"),
+        (
+            {"outcome": "timeout", "ok": False, "state": "running", "cause": "pid 7"},
+            "web: timed out after 2.5s (running: pid 7)",
+        ),
+    ],
+)
+def test_action_line_says_how_each_unit_ended(result: dict[str, Any], line: str) -> None:
+    assert action_line("start", {"name": "web", **result}, 2.5) == line
