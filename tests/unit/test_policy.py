@@ -115,7 +115,8 @@ def test_dependency_verdict(view: DependencyView, want: D, verdict: Verdict) -> 
 
 
 @pytest.mark.parametrize(
-    ("seconds", "text"), [(0.3, "300ms"), (1, "1s"), (90, "1m30s"), (3600, "1h"), (0, "0ms")]
+    ("seconds", "text"),
+    [(0.3, "300ms"), (1, "1s"), (1.5, "1.5s"), (90, "1m30s"), (3600, "1h"), (0, "0ms")],
 )
 def test_format_duration(seconds: float, text: str) -> None:
     assert format_duration(seconds) == text

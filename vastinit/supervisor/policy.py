@@ -127,9 +127,11 @@ def dependency_verdict(dep: DependencyView, want: DependencyCondition) -> Verdic
 
 
 def format_duration(seconds: float) -> str:
-    """``90`` -> ``1m30s``; ``0.5`` -> ``500ms``."""
+    """``90`` -> ``1m30s``; ``1.5`` -> ``1.5s``; ``0.5`` -> ``500ms``."""
     if seconds < 1:
         return f"{round(seconds * 1000)}ms"
+    if seconds < 60 and seconds != int(seconds):
+        return f"{round(seconds, 3):g}s"  # 1.5s, not a rounded-up 2s
     total = round(seconds)
     hours, rest = divmod(total, 3600)
     minutes, secs = divmod(rest, 60)
