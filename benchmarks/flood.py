@@ -29,6 +29,7 @@ from __future__ import annotations
 import os
 import subprocess
 import time
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from benchmarks import verify
@@ -85,8 +86,11 @@ def unit_argv(work: Path, k: int, count: int, mode: str) -> list[str]:
     return ["/bin/sh", "-c", script]
 
 
-def launch(tool: str, work: Path, count: int, mode: str, stdout: int) -> Supervisor:
-    """Write the four flood units for ``tool`` and launch it with ``stdout`` as its fd 1."""
+def launch(
+    tool: str, work: Path, count: int, mode: str, stdout: int, python_args: Sequence[str] = ()
+) -> Supervisor:
+    """Write the four flood units for ``tool`` and launch it with ``stdout`` as its fd 1
+    (``python_args``: interpreter options for vastinit, e.g. ``-m cProfile -o FILE``)."""
     if tool == VASTINIT:
         for k, name in enumerate(unit_names()):
             table = {
@@ -95,7 +99,7 @@ def launch(tool: str, work: Path, count: int, mode: str, stdout: int) -> Supervi
                 "log": {"max_size": "100GiB", "keep": 1},
             }
             write_vastinit_unit(work / "units", name, table)
-        return VastinitRun(work, stdout=stdout)
+        return VastinitRun(work, stdout=stdout, python_args=python_args)
     programs = {}
     for k, name in enumerate(unit_names()):
         sink = "/dev/fd/1" if tool == SD_STDOUT else str(work / "logs" / f"{name}.log")
@@ -111,7 +115,20 @@ def launch(tool: str, work: Path, count: int, mode: str, stdout: int) -> Supervi
     return SupervisordRun(work, write_supervisord_conf(work, programs), stdout=stdout)
 
 
-def run_once(tool: str, warmup: bool, count: int, mode: str, opts: Options) -> Sample:
+Observer = Callable[[int], Callable[[], None]]
+"""Called with the supervisor's pid just before the release; returns what to call after."""
+
+
+def run_once(
+    tool: str,
+    warmup: bool,
+    count: int,
+    mode: str,
+    opts: Options,
+    *,
+    python_args: Sequence[str] = (),
+    observer: Observer | None = None,
+) -> Sample:
     """One flood under ``tool``; the measurements and the output checks."""
     work = workdir(f"flood-{mode}-{tool}")
     go = work / "go"
@@ -123,10 +140,10 @@ def run_once(tool: str, warmup: bool, count: int, mode: str, opts: Options) -> S
     with captured.open("wb") as out:
         cat = subprocess.Popen(["cat"], stdin=subprocess.PIPE, stdout=out)
     assert cat.stdin is not None
-    sup = launch(tool, work, count, mode, cat.stdin.fileno())
+    sup = launch(tool, work, count, mode, cat.stdin.fileno(), python_args)
     cat.stdin.close()  # the supervisor holds the only write end now: cat ends when it exits
     try:
-        sample = _measure(sup, work, go_fd, captured, count, tool)
+        sample = _measure(sup, work, go_fd, captured, count, tool, observer)
         sup.terminate(timeout=120)
         cat.wait(60)
         if not warmup:
@@ -142,16 +159,24 @@ def run_once(tool: str, warmup: bool, count: int, mode: str, opts: Options) -> S
 
 
 def _measure(
-    sup: Supervisor, work: Path, go_fd: int, captured: Path, count: int, tool: str
+    sup: Supervisor,
+    work: Path,
+    go_fd: int,
+    captured: Path,
+    count: int,
+    tool: str,
+    observer: Observer | None,
 ) -> Sample:
-    wait_until(
-        lambda: all((work / f"ready.{k}").exists() for k in range(UNITS)),
-        60,
-        f"the flood units to start under {tool}",
-    )
+    def started() -> bool:
+        if sup.proc.poll() is not None:
+            raise BenchError(f"{tool} exited before the flood: {sup.stderr()}")
+        return all((work / f"ready.{k}").exists() for k in range(UNITS))
+
+    wait_until(started, 60, f"the flood units to start under {tool}")
     pid = sup.pid
     cpu0 = wait_quiet(pid, quiet=0.3, timeout=10)
     rss0 = proc_rss_mb(pid)
+    stop_observer = observer(pid) if observer else None
     start = time.monotonic()
     os.write(go_fd, b"\n" * UNITS)
 
@@ -176,6 +201,8 @@ def _measure(
             last_size, last_change = size, time.monotonic()
     stdout_done = last_change - start
     cpu1 = wait_quiet(pid, quiet=0.3, timeout=30)
+    if stop_observer:
+        stop_observer()
     return {
         "cpu_s": cpu1 - cpu0,
         "wall_s": wall,

@@ -70,22 +70,28 @@ def write_supervisord_conf(
     programs: Mapping[str, Mapping[str, str]],
     *,
     groups: Mapping[str, Sequence[str]] | None = None,
+    main: Mapping[str, str] | None = None,
 ) -> Path:
     """Write ``work/supervisord.conf``: nodaemon, silent (stdout is left to the programs),
-    logging to ``work/supervisord.log``, a control socket in ``work``, the given programs.
+    logging to ``work/supervisord.log``, a control socket in ``work``, the given programs;
+    ``main`` overrides keys of the ``[supervisord]`` section.
 
-    ``command`` values are argv lists joined with shell quoting, as supervisord splits them.
+    ``command`` values must be quoted for supervisord's splitting (see ``sd_command``).
     """
+    section = {
+        "nodaemon": "true",
+        "silent": "true",
+        "logfile": str(work / "supervisord.log"),
+        "logfile_maxbytes": "0",
+        "loglevel": "info",
+        "pidfile": str(work / "supervisord.pid"),
+        "childlogdir": str(work / "logs"),
+        "minfds": "16384",
+        **(main or {}),
+    }
     lines = [
         "[supervisord]",
-        "nodaemon=true",
-        "silent=true",
-        f"logfile={work / 'supervisord.log'}",
-        "logfile_maxbytes=0",
-        "loglevel=info",
-        f"pidfile={work / 'supervisord.pid'}",
-        f"childlogdir={work / 'logs'}",
-        "minfds=16384",
+        *(f"{k}={v}" for k, v in section.items()),
         "",
         "[unix_http_server]",
         f"file={work / 'supervisor.sock'}",
@@ -218,14 +224,28 @@ class VastinitRun(_Base):
 
     With ``stdout=None`` its stdout is a pipe read here as JSON events; otherwise it goes to
     the given fd in the default text format (``NAME | line``), as in a container.
+    ``python_args`` go between the interpreter and ``-m vastinit`` (e.g. ``-m cProfile``).
     """
 
     tool = VASTINIT
 
     def __init__(
-        self, work: Path, *, stdout: int | IO[bytes] | None = None, pid1: bool = False
+        self,
+        work: Path,
+        *,
+        stdout: int | IO[bytes] | None = None,
+        pid1: bool = False,
+        python_args: Sequence[str] = (),
     ) -> None:
-        cmd = [sys.executable, "-m", "vastinit", "run", "--units", str(work / "units")]
+        cmd = [
+            sys.executable,
+            *python_args,
+            "-m",
+            "vastinit",
+            "run",
+            "--units",
+            str(work / "units"),
+        ]
         cmd += ["--log-dir", str(work / "logs"), "--no-control"]
         if pid1:
             cmd = ["unshare", "--pid", "--fork", "--mount-proc", *cmd]

@@ -21,6 +21,8 @@ import stat
 import time
 from collections import deque
 
+from vastinit.logs.line import count_lines
+
 _PALETTE = ("36", "33", "32", "35", "34", "96", "93", "92", "95", "94")
 """ANSI colours given to units in turn, like docker compose does."""
 
@@ -135,7 +137,7 @@ class ConsoleSink:
     def write_lines(self, unit: str, stream: str, block: bytes, ts: float) -> None:
         """Queue a block of ``unit``'s complete lines (each ending in ``\\n``)."""
         if self._broken or self._closed or self._queued >= self.max_queue:
-            self._drop(block.count(b"\n"))
+            self._drop(count_lines(block))
             return
         if self.fmt == "json":
             self._enqueue(_json_lines(unit, stream, block, ts))
@@ -145,7 +147,7 @@ class ConsoleSink:
         if len(block) > avail:
             # The prefixed text is longer still: cut before transforming what cannot fit.
             cut = block.rfind(b"\n", 0, max(avail, 0)) + 1
-            self._drop(block.count(b"\n", cut))
+            self._drop(count_lines(block[cut:]))
             block = block[:cut]
             if not block:
                 return
@@ -219,7 +221,7 @@ class ConsoleSink:
         avail = self.max_queue - self._queued
         if len(data) > avail:
             cut = data.rfind(b"\n", 0, max(avail, 0)) + 1
-            self._drop(data.count(b"\n", cut))
+            self._drop(count_lines(data[cut:]))
             data = data[:cut]
             if not data:
                 return

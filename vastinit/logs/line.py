@@ -5,6 +5,16 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 
+def count_lines(block: bytes | bytearray) -> int:
+    """The number of ``\\n`` in ``block``, at memchr speed.
+
+    ``bytes.count`` of one byte scans byte by byte in CPython 3.11 (~0.5 ms per MiB, half of
+    vastinit's CPU in the log flood benchmark); ``replace`` finds each newline with memchr,
+    ~3.5x faster even with the copy it makes.
+    """
+    return len(block) - len(block.replace(b"\n", b""))
+
+
 @dataclass(frozen=True, slots=True)
 class LogLine:
     """One line a unit wrote (no newline), stamped with the time its chunk was read."""
