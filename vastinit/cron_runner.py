@@ -80,7 +80,7 @@ class CronJob:
         self.timer = CronTimer(schedule, self.clock, on_note=self._note, on_next=self._set_next_run)
         self._first_run_pending = schedule.run_on_start or is_reboot(schedule.cron)
         self._primary_busy = False  # a run is going through runner.run_once
-        self._overlapping: set[Child] = set()  # runs spawned here (overlap = "allow")
+        self._overlapping: dict[int, Child] = {}  # runs spawned here, by pid (overlap = "allow")
         self._tg: TaskGroup | None = None
 
     async def activate(self) -> None:
@@ -226,7 +226,7 @@ class CronJob:
             os.close(out_w)
             os.close(err_w)
         pumps = (ulog.attach(out_r, "stdout"), ulog.attach(err_r, "stderr"))
-        self._overlapping.add(child)
+        self._overlapping[child.pid] = child
         runner.log.info(
             "overlapping run started", pid=child.pid, cause=cause, running=self.runs.running
         )
@@ -234,7 +234,7 @@ class CronJob:
         if group_alive(child.pgid):
             how = await stop_child(child, runner.unit.stop, runner.ctx.reaper)
             runner.log.info("leftover processes of an overlapping run stopped", by=how)
-        self._overlapping.discard(child)
+        del self._overlapping[child.pid]
         with anyio.move_on_after(_OUTPUT_GRACE):
             for pump in pumps:
                 await pump.wait_eof()
@@ -250,7 +250,7 @@ class CronJob:
             main = None
         if main is not None and runner.state in (S.RUNNING, S.READY):
             runner.sm.set(S.STOPPING, runner.stop_cause)
-        children = list(self._overlapping)
+        children = list(self._overlapping.values())
         runner.log.info(
             "stopping every run", runs=len(children) + (main is not None), cause=runner.stop_cause
         )
