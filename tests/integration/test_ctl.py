@@ -628,9 +628,7 @@ def test_supervisorctl_habits_keep_working(units_dir: Path, vastinit_run: Start)
     assert v.terminate() == 0
 
 
-def test_ctl_status_reply_is_fast_and_imports_nothing_heavy(
-    units_dir: Path, vastinit_run: Start
-) -> None:
+def test_ctl_client_path_imports_nothing_heavy(units_dir: Path, vastinit_run: Start) -> None:
     write_unit(units_dir, "web", 'command = ["sleep", "60"]')
     v = vastinit_run(control=True)
     v.wait_control()

@@ -132,7 +132,7 @@ def test_connection_errors_name_the_socket(tmp_path: Path) -> None:
 def test_query_repeats_list_keys_and_drops_unset_values() -> None:
     assert query("/v1/status", {"unit": []}) == "/v1/status"
     assert query("/v1/logs", {"unit": ["a", "b c"], "n": 5, "follow": True}) == (
-        "/v1/logs?unit=a&unit=b+c&n=5&follow=1"
+        "/v1/logs?unit=a&unit=b%20c&n=5&follow=1"
     )
     assert query("/v1/ready", {"wait": False, "timeout": None}) == "/v1/ready"
     assert unit_path("a/b") == "/v1/units/a%2Fb"

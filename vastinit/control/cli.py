@@ -12,10 +12,13 @@ import json
 import os
 import sys
 from collections.abc import Callable, Iterable
-from typing import Any
 
 from vastinit.control import formatting as fmt
 from vastinit.control.client import Client, CtlError, query, unit_path
+
+TYPE_CHECKING = False  # typing costs milliseconds at import: only the type checker reads it
+if TYPE_CHECKING:
+    from typing import Any
 
 PROG = "vastinit ctl"
 EXIT_OK, EXIT_ERROR, EXIT_USAGE, EXIT_NOT_FINE = 0, 1, 2, 3
@@ -293,98 +296,144 @@ def _timeout_arg(text: str) -> float:
     return value
 
 
-def _parser() -> argparse.ArgumentParser:
-    sock = argparse.ArgumentParser(add_help=False)
-    sock.add_argument(
-        "--socket",
-        metavar="PATH",
-        default=argparse.SUPPRESS,
-        help="control socket (default: $VASTINIT_SOCKET, /run/vastinit.sock as root)",
-    )
-    p = argparse.ArgumentParser(
-        prog=PROG,
-        description="Control a running vastinit. `vastinit ctl VERB --help` for each verb.",
-        epilog="exit status: 0 ok, 1 error, 2 usage or invalid unit files, 3 not fine/ready",
-    )
-    p.add_argument("--socket", metavar="PATH", help="control socket path")
-    sub = p.add_subparsers(dest="verb", metavar="VERB")
+def _names(p: argparse.ArgumentParser, nargs: str = "*", help_: str | None = None) -> None:
+    p.add_argument("names", nargs=nargs, metavar="NAME", help=help_)
 
-    def verb(name: str, handler: Handler, help_: str) -> argparse.ArgumentParser:
-        sp = sub.add_parser(name, parents=[sock], help=help_, description=help_)
-        sp.set_defaults(func=handler)
-        return sp
 
-    def waiting(sp: argparse.ArgumentParser, until: str) -> None:
-        sp.add_argument("names", nargs="+", metavar="NAME")
-        sp.add_argument("--no-wait", action="store_true", help="return once asked")
-        sp.add_argument(
+def _waiting(until: str) -> Callable[[argparse.ArgumentParser], None]:
+    def configure(p: argparse.ArgumentParser) -> None:
+        _names(p, "+")
+        p.add_argument("--no-wait", action="store_true", help="return once asked")
+        p.add_argument(
             "--timeout", type=_timeout_arg, metavar="S", help=f"wait at most S seconds {until}"
         )
 
-    sp = verb("status", cmd_status, "status table: exit 0 if every unit is fine, 3 otherwise")
-    sp.add_argument("names", nargs="*", metavar="NAME")
-    sp.add_argument("--json", action="store_true", help="print the raw status as JSON")
-    waiting(verb("start", _action("start"), "start units and wait until ready"), "for ready")
-    waiting(verb("stop", _action("stop"), "stop units and wait until stopped"), "for stopped")
-    waiting(verb("restart", _action("restart"), "restart units, wait until ready"), "for ready")
-    for name, help_ in (
-        ("logs", "the last lines of units (all if none named), merged in time order"),
-        ("tail", "supervisorctl habit: tail [-f] [-BYTES] NAME [stdout|stderr]"),
-    ):
-        sp = verb(name, cmd_logs if name == "logs" else cmd_tail, help_)
-        sp.add_argument("-f", "--follow", action="store_true", help="keep printing new lines")
-        if name == "logs":
-            sp.add_argument("names", nargs="*", metavar="NAME")
-            sp.add_argument("-n", "--lines", type=int, default=100, metavar="N", help="(100)")
-            sp.add_argument("-t", "--timestamps", action="store_true", help="prefix times")
-            sp.set_defaults(stream=None)
-        else:
-            sp.add_argument("name", metavar="NAME")
-            sp.add_argument("stream", nargs="?", choices=("stdout", "stderr"))
-            sp.add_argument("-n", "--lines", type=int, metavar="N", help="lines, not bytes")
-            sp.add_argument("--bytes", type=int, default=TAIL_BYTES, help=argparse.SUPPRESS)
-    sp = verb("ready", cmd_ready, "exit 0 when the units (all if none named) are ready")
-    sp.add_argument("names", nargs="*", metavar="NAME")
-    sp.add_argument("--wait", action="store_true", help="wait until ready (or hopeless)")
-    sp.add_argument("--timeout", type=_timeout_arg, metavar="S", help="wait at most S seconds")
-    sp.add_argument("--json", action="store_true", help="print the reply as JSON")
-    sp = verb("reload", cmd_reload, "re-read unit files; start new, stop removed, restart changed")
-    sp.add_argument("--dry-run", action="store_true", help="only say what would change")
-    verb("reread", cmd_reread, "supervisorctl habit: show what update would change")
-    sp = verb("update", cmd_update, "supervisorctl habit: apply unit file changes (= reload)")
-    sp.add_argument("names", nargs="*", metavar="NAME", help="accepted; every change is applied")
-    verb("avail", cmd_avail, "supervisorctl habit: units loaded or on disk")
-    sp = verb("show", cmd_show, "the effective unit (drop-ins merged) as TOML")
-    sp.add_argument("name", metavar="NAME")
-    sp = verb("signal", cmd_signal, "send a signal to units' main processes")
-    sp.add_argument("signal", metavar="SIG", help="TERM, SIGHUP, 1, ...")
-    sp.add_argument("names", nargs="+", metavar="NAME")
-    sp = verb("pid", cmd_pid, "vastinit's pid, or the units' main pids (0 if none)")
-    sp.add_argument("names", nargs="*", metavar="NAME")
-    verb("shutdown", cmd_shutdown, "stop every unit and exit vastinit (as SIGTERM)")
+    return configure
+
+
+def _status_args(p: argparse.ArgumentParser) -> None:
+    _names(p)
+    p.add_argument("--json", action="store_true", help="print the raw status as JSON")
+
+
+def _logs_args(p: argparse.ArgumentParser) -> None:
+    _names(p)
+    p.add_argument("-f", "--follow", action="store_true", help="keep printing new lines")
+    p.add_argument("-n", "--lines", type=int, default=100, metavar="N", help="(default 100)")
+    p.add_argument("-t", "--timestamps", action="store_true", help="prefix each line's time")
+    p.set_defaults(stream=None)
+
+
+def _tail_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("-f", "--follow", action="store_true", help="keep printing new lines")
+    p.add_argument("name", metavar="NAME")
+    p.add_argument("stream", nargs="?", choices=("stdout", "stderr"))
+    p.add_argument("-n", "--lines", type=int, metavar="N", help="lines, not bytes")
+    p.add_argument("--bytes", type=int, default=TAIL_BYTES, help=argparse.SUPPRESS)
+
+
+def _ready_args(p: argparse.ArgumentParser) -> None:
+    _names(p)
+    p.add_argument("--wait", action="store_true", help="wait until ready (or hopeless)")
+    p.add_argument("--timeout", type=_timeout_arg, metavar="S", help="wait at most S seconds")
+    p.add_argument("--json", action="store_true", help="print the reply as JSON")
+
+
+def _reload_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--dry-run", action="store_true", help="only say what would change")
+
+
+def _one_name(p: argparse.ArgumentParser) -> None:
+    p.add_argument("name", metavar="NAME")
+
+
+def _signal_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("signal", metavar="SIG", help="TERM, SIGHUP, 1, ...")
+    _names(p, "+")
+
+
+def _no_args(p: argparse.ArgumentParser) -> None:
+    pass
+
+
+# verb -> (handler, one-line help, adds the verb's arguments to its parser)
+VERBS: dict[str, tuple[Handler, str, Callable[[argparse.ArgumentParser], None]]] = {
+    "status": (cmd_status, "status table; exit 0 if every unit is fine, 3 if not", _status_args),
+    "start": (_action("start"), "start units, wait until ready", _waiting("for ready")),
+    "stop": (_action("stop"), "stop units, wait until stopped", _waiting("for stopped")),
+    "restart": (_action("restart"), "restart units, wait until ready", _waiting("for ready")),
+    "logs": (cmd_logs, "last lines of units (all if none named), merged; -f follows", _logs_args),
+    "ready": (cmd_ready, "exit 0 when the units (all if none named) are ready", _ready_args),
+    "reload": (cmd_reload, "re-read unit files and apply what changed", _reload_args),
+    "show": (cmd_show, "the effective unit (drop-ins merged) as TOML", _one_name),
+    "signal": (cmd_signal, "send a signal to units' main processes", _signal_args),
+    "shutdown": (cmd_shutdown, "stop every unit and exit vastinit, as SIGTERM", _no_args),
+    "tail": (cmd_tail, "supervisorctl habit: tail [-f] [-BYTES] NAME [stdout|stderr]", _tail_args),
+    "reread": (cmd_reread, "supervisorctl habit: what update would change", _no_args),
+    "update": (
+        cmd_update,
+        "supervisorctl habit: apply unit file changes (= reload)",
+        lambda p: _names(p, "*", "accepted; every change is applied"),
+    ),
+    "avail": (cmd_avail, "supervisorctl habit: units loaded or on disk", _no_args),
+    "pid": (cmd_pid, "vastinit's pid, or the units' main pids (0 if none)", lambda p: _names(p)),
+}
+
+
+def usage(prog: str = PROG) -> str:
+    """The verb list ``vastinit ctl --help`` prints."""
+    lines = [f"usage: {prog} [--socket PATH] VERB [ARGS...]", "", "verbs:"]
+    lines += [f"  {verb:<9} {help_}" for verb, (_, help_, _) in VERBS.items()]
+    lines += [
+        "",
+        "--socket defaults to $VASTINIT_SOCKET, else /run/vastinit.sock (root) or",
+        "$XDG_RUNTIME_DIR/vastinit.sock. `VERB --help` describes a verb's options.",
+        "exit status: 0 ok, 1 error, 2 usage or invalid unit files, 3 not fine/ready",
+    ]
+    return "\n".join(lines)
+
+
+def _split_global(argv: list[str]) -> tuple[str | None, list[str]]:
+    """``--socket PATH`` given before the verb, and the rest from the verb on."""
+    socket: str | None = None
+    args = list(argv)
+    while args and args[0].startswith("--socket"):
+        opt = args.pop(0)
+        if opt.startswith("--socket="):
+            socket = opt.split("=", 1)[1]
+        elif args:
+            socket = args.pop(0)
+    return socket, args
+
+
+def _verb_parser(prog: str, verb: str) -> argparse.ArgumentParser:
+    """The parser of one verb: only that one is built, so ``ctl`` starts fast."""
+    _, help_, configure = VERBS[verb]
+    p = argparse.ArgumentParser(prog=f"{prog} {verb}", description=help_)
+    p.add_argument("--socket", metavar="PATH", help="control socket path")
+    configure(p)
     return p
 
 
 def _bytes_flag(argv: list[str]) -> list[str]:
-    """supervisorctl writes ``tail -1600 NAME``: turn ``-1600`` into ``--bytes 1600``."""
-    if "tail" not in argv:
-        return argv
-    at = argv.index("tail")
-    rest = [f"--bytes={a[1:]}" if a[:1] == "-" and a[1:].isdigit() else a for a in argv[at:]]
-    return argv[:at] + rest
+    """supervisorctl writes ``tail -1600 NAME``: turn ``-1600`` into ``--bytes=1600``."""
+    return [f"--bytes={a[1:]}" if a[:1] == "-" and a[1:].isdigit() else a for a in argv]
 
 
 def run(argv: list[str], *, prog: str = PROG) -> int:
     """Parse ``argv`` (a verb and its arguments), run it, return the exit status."""
-    parser = _parser()
-    parser.prog = prog
-    args = parser.parse_args(_bytes_flag(argv))
-    if args.verb is None:
-        parser.print_help(sys.stderr)
+    socket, args = _split_global(argv)
+    if not args or args[0] in ("-h", "--help", "help"):
+        print(usage(prog), file=sys.stdout if args else sys.stderr)
+        return EXIT_OK if args else EXIT_USAGE
+    verb, rest = args[0], args[1:]
+    if verb not in VERBS:
+        _err(f"{prog}: unknown verb {verb!r}; try `{prog} --help`")
         return EXIT_USAGE
-    client = Client(socket_path(args.socket))
+    parsed = _verb_parser(prog, verb).parse_args(_bytes_flag(rest) if verb == "tail" else rest)
+    client = Client(socket_path(parsed.socket or socket))
     try:
-        code: int = args.func(client, args)
+        code: int = VERBS[verb][0](client, parsed)
         return code
     except CtlError as exc:
         _err(f"{prog}: {exc}")

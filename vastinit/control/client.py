@@ -10,10 +10,13 @@ from __future__ import annotations
 import json
 import socket
 from collections.abc import Iterator
-from typing import Any
-from urllib.parse import quote, urlencode
+
+TYPE_CHECKING = False  # typing costs milliseconds at import: only the type checker reads it
+if TYPE_CHECKING:
+    from typing import Any
 
 _MAX_HEADER = 64 * 1024
+_UNRESERVED = frozenset(b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-._~")
 
 
 class CtlError(Exception):
@@ -34,20 +37,25 @@ class Reply:
         self.data = data
 
 
+def quote(text: str) -> str:
+    """``text`` percent-encoded for a URL path segment or query value (RFC 3986)."""
+    return "".join(chr(b) if b in _UNRESERVED else f"%{b:02X}" for b in text.encode())
+
+
 def query(path: str, params: dict[str, Any]) -> str:
-    """``path?params`` where list values repeat their key and None values are left out."""
-    pairs: list[tuple[str, str]] = []
+    """``path?params`` where list values repeat their key and None/False values are left out."""
+    pairs: list[str] = []
     for key, value in params.items():
         if value is None or value is False:
             continue
         for item in value if isinstance(value, list) else [value]:
-            pairs.append((key, "1" if item is True else str(item)))
-    return f"{path}?{urlencode(pairs)}" if pairs else path
+            pairs.append(f"{key}={quote('1' if item is True else str(item))}")
+    return f"{path}?{'&'.join(pairs)}" if pairs else path
 
 
 def unit_path(name: str) -> str:
     """The ``/v1/units/NAME`` path, NAME quoted."""
-    return "/v1/units/" + quote(name, safe="")
+    return "/v1/units/" + quote(name)
 
 
 class Client:
