@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -86,6 +86,25 @@ def gpu_environment() -> dict[str, str]:
     return {"GPU_COUNT": str(gpu_count())}
 
 
+def base_environment(
+    environ: Mapping[str, str], unit_dirs: Sequence[Path], socket: Path | None, bin_dir: str
+) -> dict[str, str]:
+    """Every unit's starting environment: ``environ``, plus this vastinit's unit path and
+    socket (so ``vastinit caddyfile`` and ``vastinit ctl`` run by a unit see this
+    supervisor), plus ``bin_dir`` at the end of PATH when it is not there yet."""
+    env = dict(environ)
+    env["VASTINIT_UNITS"] = ":".join(str(d) for d in unit_dirs)
+    if socket is not None:
+        env["VASTINIT_SOCKET"] = str(socket)
+    # A venv's vastinit (`make run`) must find its own `vastinit` for commands such as
+    # ["vastinit", "provision"]. Appended, not prepended: the venv's python3, pip and
+    # jupyter must not shadow the image's own for every unit.
+    path = env.get("PATH", os.defpath)
+    if bin_dir and bin_dir not in path.split(os.pathsep):
+        env["PATH"] = f"{path}{os.pathsep}{bin_dir}" if path else bin_dir
+    return env
+
+
 async def _run(
     units: Mapping[str, object],
     unit_dirs: list[Path],
@@ -113,7 +132,12 @@ async def _run(
     if not is_pid1() and not become_subreaper():
         log.warning("could not become child subreaper; orphans will not be reaped by us")
     mux = LogMux(console, log_dir)
-    base_env = dict(os.environ)
+    base_env = base_environment(
+        os.environ,
+        unit_dirs,
+        listener.path if listener is not None else None,
+        os.path.dirname(sys.executable),
+    )
     base_env.setdefault("GPU_COUNT", gpu_environment()["GPU_COUNT"])
     typed_units: dict[str, Unit] = {k: v for k, v in units.items() if isinstance(v, Unit)}
     manager = Manager(
