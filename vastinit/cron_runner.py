@@ -187,9 +187,7 @@ class CronJob:
         if not status.success:
             runner.log.warning("cron run failed", exit=str(status), took=took)
         if primary:
-            self._primary_busy = False
-            # run_once kept the exit; the duration is this run's, measured like the book's.
-            runner.last_run_duration = record.duration
+            self._primary_busy = False  # run_once kept its exit, start time and duration
             others = self.runs.running
             still = f"; {others} overlapping run(s) still going" if others else ""
             runner.sm.set(
