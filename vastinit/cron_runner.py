@@ -143,6 +143,8 @@ class CronJob:
         Synchronous up to ``start_soon``, so two due runs never both pass ``admit``.
         """
         runner = self.runner
+        if runner.held:
+            return  # shutting down: the schedule may not begin a run any more
         env = start_environment(runner.unit, runner.ctx.base_env)
         problem = condition_problem(runner.unit, env)
         if problem is not None:

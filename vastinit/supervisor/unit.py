@@ -130,6 +130,7 @@ class UnitRunner:
         self.last_exit: ExitStatus | None = None
         self.last_exit_at: float | None = None
         self.last_run_duration: float | None = None
+        self._last_start_mono: float | None = None
         self.started_at: float | None = None
         self.ready_at: float | None = None
         self.skip_kind: SkipKind | None = None
@@ -137,6 +138,7 @@ class UnitRunner:
         self.probe_error: str | None = None
         self.status_text: str | None = None
         self.active = False  # an activation (or its stop) is in progress
+        self.held = False  # shutdown began: no new activation or cron run
         self._pending_start: str | None = None  # cause of a requested start
         self._stop_cause = "stop requested"
         self._wake = asyncio.Event()
@@ -166,6 +168,8 @@ class UnitRunner:
     def start(self, cause: str) -> None:
         """Begin an activation unless one is already under way; a cron unit whose schedule
         is armed is asked for a run now instead (``run_now``)."""
+        if self.held:
+            return
         if self.active and self._scope is not None and not self._scope.cancel_called:
             self.run_now(cause)
             return
@@ -182,6 +186,8 @@ class UnitRunner:
     def restart(self, cause: str) -> None:
         """Stop (if running) and start again once the old group is gone."""
         self.stop(cause)
+        if self.held:
+            return
         self._pending_start = cause
         self._wake.set()
 
@@ -199,8 +205,9 @@ class UnitRunner:
         return self._stop_cause
 
     def hold(self) -> None:
-        """Drop any pending start (shutdown: nothing new begins)."""
+        """Drop any pending start and refuse new ones (shutdown: nothing new begins)."""
         self._pending_start = None
+        self.held = True
 
     @property
     def start_pending(self) -> bool:
@@ -291,8 +298,6 @@ class UnitRunner:
         self.sm.set(S.BACKOFF, f"{what}; restarting in {format_duration(delay)}")
         if delay > 0:
             await anyio.sleep(delay)
-
-    _last_start_mono: float | None = None
 
     async def run_once(self, env: Mapping[str, str], cause: str) -> ExitStatus:
         """Spawn the unit once and supervise it until its main process exits and its group
