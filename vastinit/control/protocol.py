@@ -8,13 +8,15 @@ reply is a chunked stream of NDJSON, one log line per JSON line. Bodies are at m
 ``MAX_BODY`` bytes. Query endpoints are GET with query parameters (``unit`` may repeat);
 actions are POST with a JSON object body::
 
+    GET  /v1/version                           {"version", "pid"}
     GET  /v1/status[?unit=NAME...]             {"pid", "now", "units": [status...]}
     GET  /v1/units/NAME                        {"name", "source", "toml"}              (show)
     GET  /v1/logs[?unit=NAME...][&n=N][&follow=1]
                                                {"lines": [line...]} | NDJSON of line
     GET  /v1/ready[?unit=NAME...][&wait=1][&timeout=S]
                                                {"ready": bool, "units": [ready...]}
-    GET  /v1/avail                             {"units": [{"name", "state"}...]}
+    GET  /v1/avail                             {"units": [{"name", "state", "loaded",
+                                                "on_disk"}...], "problems": [...]}
     POST /v1/start|stop|restart  {"units": [NAME...], "wait": true, "timeout": S|null}
                                                {"ok": bool, "results": [result...]}
     POST /v1/signal   {"unit": NAME, "signal": "HUP" | 1}   {"unit", "pid", "signal"}
@@ -44,9 +46,6 @@ from vastinit.errors import ControlError
 API = "/v1"
 MAX_BODY = 64 * 1024  # requests are tiny; anything bigger is a mistake or an attack
 DEFAULT_SOCKET_MODE = 0o660
-
-# Outcomes of a start/stop/restart wait, as ``ActionResult.outcome``.
-OK_OUTCOMES = frozenset({"ready", "exited", "scheduled", "stopped", "requested"})
 
 
 class CommandRefused(ControlError):
