@@ -78,12 +78,16 @@ def _entry(line: LogLine) -> LogEntry:
 
 
 def _plain(value: object) -> object:
-    """A raw TOML table (read-only mappings, tuples) as the dicts and lists tomli-w writes."""
+    """A raw TOML value (read-only mappings, tuples) as the dicts and lists tomli-w writes."""
     if isinstance(value, Mapping):
-        return {str(k): _plain(v) for k, v in value.items()}
+        return _plain_table(value)
     if isinstance(value, list | tuple):
         return [_plain(v) for v in value]
     return value
+
+
+def _plain_table(table: Mapping[Any, object]) -> dict[str, Any]:
+    return {str(k): _plain(v) for k, v in table.items()}
 
 
 class _Follow:
@@ -138,7 +142,7 @@ class SupervisorCommands:
 
     def show(self, name: str) -> ShowResult:
         unit = self.manager.runner(name).unit
-        text = tomli_w.dumps(_plain(unit.raw))  # type: ignore[arg-type]
+        text = tomli_w.dumps(_plain_table(unit.raw))
         return ShowResult(name, unit.source, text)
 
     # ---- start / stop / restart ------------------------------------------------------
