@@ -90,15 +90,22 @@ def check_prefixed_stdout(data: bytes, units: list[str], n: int) -> dict[str, in
     return out
 
 
+_SD_LOG = re.compile(rb"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3} [A-Z]{4} ", re.M)
+_BLANK = re.compile(rb"^\n", re.M)
+
+
 def check_raw_stdout(data: bytes, units: int, n: int) -> dict[str, int]:
-    """Faults in supervisord's forwarded stdout: raw lines of ``units`` floods, interleaved.
+    """Faults in supervisord's stdout: raw lines of ``units`` floods, interleaved.
 
     The lines carry no unit name, so order cannot be checked per unit: each number must
-    appear exactly ``units`` times (``lost``/``duplicated``); ``spliced`` counts lines that
-    are not one whole flood line (two writers' bytes mixed within a line).
+    appear exactly ``units`` times (``lost``/``duplicated``; a line cut in pieces is lost as
+    a whole).  ``spliced`` counts the other lines, except supervisord's own log lines and
+    blank lines: pieces of flood lines, cut by a chunk boundary or mixed with another
+    writer's bytes.
     """
     found = _FILE_LINE.findall(data)
     total_lines = data.count(b"\n") + (bool(data) and not data.endswith(b"\n"))
+    total_lines -= len(_SD_LOG.findall(data)) + len(_BLANK.findall(data))
     counts = Counter(found)
     lost = duplicated = 0
     for num in numbers(n):

@@ -80,7 +80,10 @@ class LineFramer:
         if last + 1 == len(chunk):
             block, rest = (self._pending + chunk if self._pending else chunk), b""
         else:
-            block, rest = self._pending + chunk[: last + 1], chunk[last + 1 :]
+            # One copy, not two (slice, then concatenation): this runs for every read that
+            # ends mid-line, i.e. nearly every read of a block-buffered writer.
+            block = b"".join((self._pending, memoryview(chunk)[: last + 1]))
+            rest = chunk[last + 1 :]
         self._pending = b""
         out = normalize(block)
         if rest:

@@ -38,7 +38,11 @@ class Chunk:
     unit: str
     stream: str
     block: bytes
-    nlines: int
+
+    @property
+    def nlines(self) -> int:
+        """How many lines ``block`` holds; counted when asked, as the hot path never asks."""
+        return count_lines(self.block)
 
     def lines(self) -> list[LogLine]:
         """The chunk's lines as ``LogLine`` objects, in order."""

@@ -11,7 +11,7 @@ import structlog
 
 from vastinit.logs.console import ConsoleSink
 from vastinit.logs.filesink import FileSink
-from vastinit.logs.line import Chunk, LogLine, count_lines
+from vastinit.logs.line import Chunk, LogLine
 from vastinit.logs.pump import Pump
 from vastinit.logs.ring import LogRing, LogSubscription, merge_tail
 
@@ -86,7 +86,7 @@ class UnitLog:
         # The file first: it is the sink that must get every line.
         if self._file is not None:
             self._file.write(block)
-        chunk = Chunk(next(mux._seq), ts, self.name, stream, block, count_lines(block))
+        chunk = Chunk(next(mux._seq), ts, self.name, stream, block)
         self._ring.append(chunk)
         mux.console.write_lines(self.name, stream, block, ts)
         if mux._subs:

@@ -7,7 +7,7 @@ import time
 from collections import deque
 from collections.abc import Callable
 
-from vastinit.logs.line import Chunk, LogLine, count_lines
+from vastinit.logs.line import Chunk, LogLine
 
 
 def _fit(chunk: Chunk, limit: int) -> Chunk:
@@ -17,7 +17,7 @@ def _fit(chunk: Chunk, limit: int) -> Chunk:
         return chunk
     start = block.find(b"\n", len(block) - limit - 1) + 1
     rest = block[start:]
-    return Chunk(chunk.seq, chunk.ts, chunk.unit, chunk.stream, rest, count_lines(rest))
+    return Chunk(chunk.seq, chunk.ts, chunk.unit, chunk.stream, rest)
 
 
 class LogRing:
