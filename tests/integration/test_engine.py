@@ -285,3 +285,54 @@ def test_missing_program_is_skipped_not_crash_looped(units_dir: Path, vastinit_r
     v.wait_state("badcwd", "failed")
     assert "working_dir /surely/not/a/dir does not exist" in v.event("badcwd", "failed")["cause"]
     assert v.terminate() == 0
+
+
+def test_user_working_dir_environment_and_stdin(
+    units_dir: Path, tmp_path: Path, vastinit_run: Start
+) -> None:
+    workdir = tmp_path / "work"
+    workdir.mkdir()
+    env_file = tmp_path / "unit.env"
+    env_file.write_text("# comment\nexport FROM_FILE='file value'\n")
+    write_unit(
+        units_dir,
+        "who",
+        f"""
+        type = "oneshot"
+        user = "nobody"
+        working_dir = "{workdir}"
+        env_files = ["{env_file}", "{tmp_path}/missing.env"]
+        environment = {{ GREETING = "hi ${{FROM_FILE}}" }}
+        # stdin is /dev/null: cat ends at once instead of hanging
+        command = "cat; echo uid=$$(id -u) cwd=$$(pwd) greeting=$$GREETING gpus=$$GPU_COUNT"
+    """,
+    )
+    v = vastinit_run()
+    v.wait_state("who", "exited")
+    nobody = __import__("pwd").getpwnam("nobody").pw_uid
+    v.wait_line("who", f"uid={nobody} cwd={workdir} greeting=hi file value gpus=")
+    assert v.terminate() == 0
+
+
+def test_env_files_are_reread_at_every_start(
+    units_dir: Path, tmp_path: Path, vastinit_run: Start
+) -> None:
+    env_file = tmp_path / "app.env"
+    env_file.write_text("COLOR=red\n")
+    write_unit(
+        units_dir,
+        "app",
+        f"""
+        command = "echo color=$$COLOR; exec sleep 60"
+        env_files = ["{env_file}"]
+        [restart]
+        delay = "0s"
+    """,
+    )
+    v = vastinit_run()
+    v.wait_line("app", "color=red")
+    env_file.write_text("COLOR=blue\n")
+    pid = int(v.event("app", "running")["cause"].split()[1])
+    os.kill(pid, 9)
+    v.wait_line("app", "color=blue")
+    assert v.terminate() == 0
