@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks.common import (
+    RESULTS,
     Figure,
     Options,
     Report,
@@ -65,6 +66,13 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--no-warmup", action="store_true", help="skip the warm-up runs")
     p.add_argument("--markdown", action="store_true", help="also print the table as Markdown")
     p.add_argument("--keep", action="store_true", help="keep each run's temp directory")
+    p.add_argument(
+        "--results",
+        type=Path,
+        default=RESULTS,
+        metavar="DIR",
+        help="where the JSON results go (default: benchmarks/results)",
+    )
     return p
 
 
@@ -148,7 +156,7 @@ def main(argv: list[str] | None = None) -> int:
             r.name: {"figures": r.figures, "samples": r.samples, "notes": r.notes} for r in reports
         },
     }
-    path = save_results(payload)
+    path = save_results(payload, args.results)
     log(f"results saved to {path}")
     if args.markdown:
         print("\n" + render_markdown(figures))

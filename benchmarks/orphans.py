@@ -122,7 +122,7 @@ def run(opts: Options) -> Report:
     runs = alternate(
         TOOLS,
         opts.runs,
-        lambda tool, _warm: run_once(tool, n, reap_timeout, opts),
+        lambda tool, warm: run_once(tool, n, ZOMBIE_AT_S if warm else reap_timeout, opts),
         warmup=opts.warmup,
         progress=log,
     )

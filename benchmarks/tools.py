@@ -220,7 +220,8 @@ class _Base:
 
 
 class VastinitRun(_Base):
-    """``vastinit run --no-control`` on ``work/units``, logs in ``work/logs``.
+    """``vastinit run`` on ``work/units``, logs in ``work/logs``, control socket
+    ``work/vastinit.sock`` (supervisord runs its ``[unix_http_server]`` too).
 
     With ``stdout=None`` its stdout is a pipe read here as JSON events; otherwise it goes to
     the given fd in the default text format (``NAME | line``), as in a container.
@@ -246,7 +247,7 @@ class VastinitRun(_Base):
             "--units",
             str(work / "units"),
         ]
-        cmd += ["--log-dir", str(work / "logs"), "--no-control"]
+        cmd += ["--log-dir", str(work / "logs"), "--socket", str(work / "vastinit.sock")]
         if pid1:
             cmd = ["unshare", "--pid", "--fork", "--mount-proc", *cmd]
         events = stdout is None
