@@ -414,6 +414,9 @@ def test_restart_drains_requests_and_leaves_no_process_of_the_old_group(sglang: 
     assert replies and replies[0].status == 200, replies
     assert replies[0].json()["usage"]["completion_tokens"] == 40
     assert any("Graceful shutdown complete" in line for line in sglang.v.unit_lines("sglang"))
+    # The server itself exited 0; only the detached scheduler needed the group SIGKILL.
+    stopped = sglang.cause("sglang", "stopped")
+    assert "exit 0" in stopped and "SIGKILL after SIGTERM timed out" in stopped, stopped
     # ...and the restart began only once the whole old group was gone, straggler included.
     assert processes_in_group(old["pid"]) == []
     new = sglang.status("sglang")
