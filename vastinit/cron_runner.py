@@ -26,7 +26,6 @@ the schedule stays paused until the unit is started again.
 
 from __future__ import annotations
 
-import os
 import time
 from collections.abc import Mapping
 from datetime import UTC, datetime
@@ -39,18 +38,16 @@ from vastinit.config import resolve_unit, start_environment
 from vastinit.errors import SpawnError
 from vastinit.model import State
 from vastinit.proc.group import group_alive
-from vastinit.proc.spawn import Child, spawn
+from vastinit.proc.spawn import Child
 from vastinit.proc.status import ExitStatus
 from vastinit.schedule import is_reboot
 from vastinit.scheduler import Clock, CronRuns, CronTimer, SystemClock
 from vastinit.supervisor.policy import format_duration
 from vastinit.supervisor.stopping import stop_child
-from vastinit.supervisor.unit import UnitRunner, condition_problem
+from vastinit.supervisor.unit import UnitRunner, condition_problem, drain_output, spawn_logged
 
 S = State
 
-# How long a finished run waits for its output pipes to drain (as UnitRunner.run_once does).
-_OUTPUT_GRACE = 1.0
 # Run-now requests waiting for the unit's task; more than this at once are one too many.
 _REQUEST_BUFFER = 8
 # The exit code a shell gives a command it could not start.
@@ -205,27 +202,7 @@ class CronJob:
         runner = self.runner
         unit = resolve_unit(runner.unit, env)
         ulog = runner.ctx.mux.unit_log(unit.name, unit.log_file, unit.log.max_size, unit.log.keep)
-        out_r, out_w = os.pipe2(os.O_CLOEXEC)
-        err_r, err_w = os.pipe2(os.O_CLOEXEC)
-        try:
-            child = spawn(
-                unit.command,
-                reaper=runner.ctx.reaper,
-                env=dict(env),
-                cwd=unit.working_dir,
-                user=unit.user,
-                group=unit.group,
-                stdout=out_w,
-                stderr=err_w,
-            )
-        except SpawnError:
-            os.close(out_r)
-            os.close(err_r)
-            raise
-        finally:
-            os.close(out_w)
-            os.close(err_w)
-        pumps = (ulog.attach(out_r, "stdout"), ulog.attach(err_r, "stderr"))
+        child, pumps = spawn_logged(unit, env, ulog, runner.ctx.reaper)
         self._overlapping[child.pid] = child
         runner.log.info(
             "overlapping run started", pid=child.pid, cause=cause, running=self.runs.running
@@ -235,9 +212,7 @@ class CronJob:
             how = await stop_child(child, runner.unit.stop, runner.ctx.reaper)
             runner.log.info("leftover processes of an overlapping run stopped", by=how)
         del self._overlapping[child.pid]
-        with anyio.move_on_after(_OUTPUT_GRACE):
-            for pump in pumps:
-                await pump.wait_eof()
+        await drain_output(pumps)
         return status
 
     async def _stop_every_run(self) -> None:

@@ -22,6 +22,7 @@ import structlog
 from vastinit.config import expand, resolve_unit, start_environment
 from vastinit.errors import ProgramNotFound, SpawnError
 from vastinit.logs.mux import LogMux, UnitLog
+from vastinit.logs.pump import Pump
 from vastinit.model import State, Unit, UnitType
 from vastinit.proc.group import group_alive
 from vastinit.proc.reaper import Reaper
@@ -113,6 +114,46 @@ def condition_problem(unit: Unit, env: Mapping[str, str]) -> str | None:
         if os.path.exists(real):
             return f"{real} exists"
     return None
+
+
+def spawn_logged(
+    unit: Unit, env: Mapping[str, str], ulog: UnitLog, reaper: Reaper
+) -> tuple[Child, tuple[Pump, Pump]]:
+    """Spawn a resolved unit's command with its stdout and stderr piped into ``ulog``.
+
+    Raises SpawnError (ProgramNotFound when the program is not installed)."""
+    out_r, out_w = os.pipe2(os.O_CLOEXEC)
+    err_r, err_w = os.pipe2(os.O_CLOEXEC)
+    try:
+        child = spawn(
+            unit.command,
+            reaper=reaper,
+            env=env,
+            cwd=unit.working_dir,
+            user=unit.user,
+            group=unit.group,
+            stdout=out_w,
+            stderr=err_w,
+        )
+    except SpawnError:
+        os.close(out_r)
+        os.close(err_r)
+        raise
+    finally:
+        os.close(out_w)
+        os.close(err_w)
+    return child, (ulog.attach(out_r, "stdout"), ulog.attach(err_r, "stderr"))
+
+
+async def drain_output(pumps: tuple[Pump, ...]) -> None:
+    """Wait (briefly) until a finished run's pipes reach EOF.
+
+    Once its group is gone the pipes close at once, so the last (partial) line is logged
+    before the exit is. A process that escaped the group (setsid) may still hold them: its
+    output keeps flowing, but the unit does not wait for it."""
+    with anyio.move_on_after(_OUTPUT_GRACE):
+        for pump in pumps:
+            await pump.wait_eof()
 
 
 class UnitRunner:
@@ -310,27 +351,7 @@ class UnitRunner:
         ulog = self.ctx.mux.unit_log(unit.name, unit.log_file, unit.log.max_size, unit.log.keep)
         if self.prestart_hook is not None:
             self.prestart_hook(self, unit, spawn_env, ulog)
-        out_r, out_w = os.pipe2(os.O_CLOEXEC)
-        err_r, err_w = os.pipe2(os.O_CLOEXEC)
-        try:
-            child = spawn(
-                unit.command,
-                reaper=self.ctx.reaper,
-                env=spawn_env,
-                cwd=unit.working_dir,
-                user=unit.user,
-                group=unit.group,
-                stdout=out_w,
-                stderr=err_w,
-            )
-        except SpawnError:
-            os.close(out_r)
-            os.close(err_r)
-            raise
-        finally:
-            os.close(out_w)
-            os.close(err_w)
-        pumps = (ulog.attach(out_r, "stdout"), ulog.attach(err_r, "stderr"))
+        child, pumps = spawn_logged(unit, spawn_env, ulog, self.ctx.reaper)
         self.child = child
         self.started_at, self.ready_at = time.time(), None
         self._last_start_mono = time.monotonic()
@@ -348,12 +369,7 @@ class UnitRunner:
                 )
             how = await stop_child(child, self.unit.stop, self.ctx.reaper)
             self.log.info("leftover processes stopped", by=how)
-        # The group is gone, so the pipes reach EOF at once and the last (partial) line is
-        # logged before the exit is. A process that escaped the group (setsid) may still
-        # hold them: its output keeps flowing, but the unit does not wait for it.
-        with anyio.move_on_after(_OUTPUT_GRACE):
-            for pump in pumps:
-                await pump.wait_eof()
+        await drain_output(pumps)
         self.child = None
         return status
 
