@@ -4,9 +4,21 @@ from __future__ import annotations
 
 import re
 from datetime import UTC, datetime, timedelta
+from typing import TYPE_CHECKING, Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from croniter import CroniterBadDateError, croniter
+if TYPE_CHECKING:
+    from croniter import croniter
+
+# croniter (and dateutil under it, ~4 MB) is imported only when a cron schedule is used,
+# so a vastinit without cron units never pays for it.
+
+
+def _lib() -> Any:
+    import croniter as lib
+
+    return lib
+
 
 # Far enough ahead that a rare-but-real schedule (Feb 29) still fires, near enough to be quick.
 _SEARCH_YEARS = 8
@@ -39,11 +51,13 @@ def cron_problem(expr: str, timezone: str) -> str | None:
     standard = len(fields) == 5 and all(
         (_NAMED_FIELD if i >= 3 else _FIELD).fullmatch(f) for i, f in enumerate(fields)
     )
-    if not standard or not croniter.is_valid(text):
+    if not standard or not _lib().croniter.is_valid(text):
         return f"invalid cron expression {expr!r}: use {ALLOWED_FORMS}"
     try:
         start = datetime.now(tz)
-        fire = croniter(text, start, max_years_between_matches=_SEARCH_YEARS).get_next(datetime)
+        fire = (
+            _lib().croniter(text, start, max_years_between_matches=_SEARCH_YEARS).get_next(datetime)
+        )
     except Exception:  # croniter raises its own error types for impossible dates
         return f"cron expression {expr!r} never fires"
     if fire is None:
@@ -62,7 +76,8 @@ def _croniter_in(expr: str, timezone: str, at: datetime) -> croniter:
         raise ValueError(f"cron times must be timezone-aware, got naive {at.isoformat()}")
     # astimezone sets `fold` on the repeated hour, which croniter reads to tell the twins apart.
     local = at.astimezone(ZoneInfo(timezone))
-    return croniter(expr.strip(), local, max_years_between_matches=_SEARCH_YEARS)
+    it: croniter = _lib().croniter(expr.strip(), local, max_years_between_matches=_SEARCH_YEARS)
+    return it
 
 
 def next_fire(expr: str, timezone: str, after: datetime) -> datetime | None:
@@ -93,7 +108,9 @@ def next_fire(expr: str, timezone: str, after: datetime) -> datetime | None:
         return None
     try:
         fire = _croniter_in(expr, timezone, after).get_next(datetime)
-    except CroniterBadDateError:  # no match within the horizon: the schedule never fires again
+    except (
+        _lib().CroniterBadDateError
+    ):  # no match within the horizon: the schedule never fires again
         return None
     return None if fire is None else fire.astimezone(UTC)
 
@@ -110,7 +127,7 @@ def last_fire(expr: str, timezone: str, at: datetime) -> datetime | None:
     start = at + timedelta(microseconds=1)
     try:
         fire = _croniter_in(expr, timezone, start).get_prev(datetime)
-    except CroniterBadDateError:
+    except _lib().CroniterBadDateError:
         return None
     return None if fire is None else fire.astimezone(UTC)
 
@@ -125,6 +142,6 @@ def count_fires(expr: str, timezone: str, after: datetime, until: datetime, limi
     try:
         while count < limit and it.get_next(datetime).astimezone(UTC) <= end:
             count += 1
-    except CroniterBadDateError:
+    except _lib().CroniterBadDateError:
         pass  # no further match: what was counted is the answer
     return count
