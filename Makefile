@@ -10,6 +10,9 @@ $(STAMP): pyproject.toml
 	$(PY) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
 	$(BIN)/pip install -q -e '.[test]'
+	# supervisor (the benchmarks' baseline) installs a supervisorctl script of its own;
+	# reinstalling vastinit last makes ours the one on the venv's PATH.
+	$(BIN)/pip install -q --no-deps --force-reinstall -e .
 	touch $(STAMP)
 
 ## run vastinit in the foreground on the shipped stack (units/)
@@ -31,7 +34,6 @@ check: $(STAMP)
 	$(BIN)/vastinit check
 
 bench: $(STAMP)
-	$(BIN)/pip install -q -e '.[bench]'
 	$(BIN)/python -m benchmarks
 
 clean:
