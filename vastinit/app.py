@@ -138,6 +138,8 @@ async def _run(
     if not is_pid1() and not become_subreaper():
         log.warning("could not become child subreaper; orphans will not be reaped by us")
     mux = LogMux(console, log_dir)
+    for name in sorted(units):
+        console.register(name)  # pad every prefix to the longest name from the first line
     base_env = base_environment(
         os.environ,
         unit_dirs,
