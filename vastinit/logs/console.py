@@ -1,9 +1,12 @@
 """PID 1's stdout: one shared, non-blocking, bounded sink for every unit and for vastinit itself.
 
 Only whole lines enter the queue, and a partial write resumes exactly where it stopped, so
-lines never interleave mid-line.  When stdout stalls (a terminal on hold, a log collector
-that stopped reading) the queue fills to ``max_queue`` bytes and further lines are dropped
-and counted; when it drains, one line says how many were lost.  Nothing here ever blocks
+lines never interleave mid-line.  While stdout is merely busy, ``gate`` (a FlowGate) holds
+the pipe readers once the queue passes half of ``max_queue`` and lets them go when it is
+down to a quarter, so nothing is lost.  When stdout stalls (a terminal on hold, a log
+collector that stopped reading: no progress for flow.STALL_S) the gate lets the readers
+run, the queue fills to ``max_queue`` bytes and further lines are dropped and counted; at
+the gap, once lines fit again, one line says how many were lost.  Nothing here ever blocks
 the event loop: writes are non-blocking (on a private reopened copy of fd 1 where possible,
 so the terminal or pipe stays blocking for everyone else) and driven by ``loop.add_writer``.
 """
@@ -21,6 +24,7 @@ import stat
 import time
 from collections import deque
 
+from vastinit.logs.flow import FlowGate
 from vastinit.logs.line import count_lines
 
 _PALETTE = ("36", "33", "32", "35", "34", "96", "93", "92", "95", "94")
@@ -38,7 +42,8 @@ class ConsoleSink:
     """Writes ``NAME | line`` (or JSON lines) to ``fd`` through a bounded non-blocking queue.
 
     ``fmt`` is ``"text"`` or ``"json"``; ``color`` defaults to "fd is a tty and NO_COLOR is
-    unset".  ``dropped`` counts the lines lost to a full queue or a broken stdout.
+    unset".  ``dropped`` counts the lines lost to a full queue or a broken stdout.  Readers
+    that feed it should consult ``gate`` before each read (see flow.FlowGate).
     """
 
     def __init__(
@@ -57,8 +62,13 @@ class ConsoleSink:
             color = os.isatty(fd) and not os.environ.get("NO_COLOR")
         self.color = color and fmt == "text"
         self.max_queue = max_queue
+        # Hold readers at half the bound and release them at a quarter: the hysteresis keeps
+        # them from waking per write, and the free half absorbs the read in flight (up to
+        # pump.READ_SIZE, more once prefixed) and vastinit's own events without a drop.
+        self.gate = FlowGate(max_queue // 2, max_queue // 4)
         self.dropped = 0
         self._unreported = 0  # drops not yet announced by a "dropped N lines" line
+        self._full = False  # lines were dropped and stdout has not taken a byte since
         self._queue: deque[bytes | bytearray] = deque()
         self._head = 0  # bytes of _queue[0] already written
         self._queued = 0  # unwritten bytes in the queue
@@ -82,6 +92,7 @@ class ConsoleSink:
             mode = os.fstat(self.fd).st_mode
         except OSError:
             self._broken = True  # no usable stdout: every line counts as dropped
+            self.gate.close()
             return
         # epoll refuses regular files; writes to them never return EAGAIN anyway.
         self._pollable = not stat.S_ISREG(mode)
@@ -100,6 +111,7 @@ class ConsoleSink:
                 self._orig_flags = old
             except OSError:
                 self._broken = True
+                self.gate.close()
                 return
         if stat.S_ISFIFO(mode):
             # A deeper pipe rides out a reader that is scheduled late (a busy host).
@@ -136,8 +148,11 @@ class ConsoleSink:
 
     def write_lines(self, unit: str, stream: str, block: bytes, ts: float) -> None:
         """Queue a block of ``unit``'s complete lines (each ending in ``\\n``)."""
-        if self._broken or self._closed or self._queued >= self.max_queue:
+        if self._broken or self._closed:
             self._drop(count_lines(block))
+            return
+        if self._full or self._queued >= self.max_queue:
+            self._overflow(count_lines(block))
             return
         if self.fmt == "json":
             self._enqueue(_json_lines(unit, stream, block, ts))
@@ -147,7 +162,7 @@ class ConsoleSink:
         if len(block) > avail:
             # The prefixed text is longer still: cut before transforming what cannot fit.
             cut = block.rfind(b"\n", 0, max(avail, 0)) + 1
-            self._drop(count_lines(block[cut:]))
+            self._overflow(count_lines(block[cut:]))
             block = block[:cut]
             if not block:
                 return
@@ -186,6 +201,7 @@ class ConsoleSink:
         if self._closed:
             return
         self._closed = True
+        self.gate.close()
         self._disarm()
         deadline = time.monotonic() + _CLOSE_FLUSH_S
         poller = select.poll()
@@ -216,17 +232,31 @@ class ConsoleSink:
         self.dropped += n
         self._unreported += n
 
+    def _overflow(self, n: int) -> None:
+        """Drop ``n`` lines for want of room, and every line after them until stdout moves."""
+        # Sticky, so that one gap is one gap: a short line must not slip into the space a
+        # longer dropped one left, which would cut the gap in two, each with its notice.
+        self._full = True
+        self._drop(n)
+
     def _enqueue(self, data: bytes | bytearray) -> None:
         """Queue whole lines; what does not fit in the bound is dropped (whole lines)."""
+        if self._full:
+            self._overflow(count_lines(data))
+            return
+        if self._unreported:
+            # Lines fit again after some were dropped: say so at the gap, not later.
+            self._announce()
         avail = self.max_queue - self._queued
         if len(data) > avail:
             cut = data.rfind(b"\n", 0, max(avail, 0)) + 1
-            self._drop(count_lines(data[cut:]))
+            self._overflow(count_lines(data[cut:]))
             data = data[:cut]
             if not data:
                 return
         self._queue.append(data)
         self._queued += len(data)
+        self.gate.grew(self._queued)
         if not self._armed:
             self._flush()
 
@@ -262,6 +292,7 @@ class ConsoleSink:
         data = line.encode() + b"\n"
         self._queue.append(data)
         self._queued += len(data)
+        self.gate.grew(self._queued)
         return True
 
     def _write_once(self) -> str:
@@ -280,9 +311,13 @@ class ConsoleSink:
             # EPIPE: nobody will ever read stdout again; anything else may be transient.
             if exc.errno == errno.EPIPE:
                 self._broken = True
+                self.gate.close()
             self._drop_queue()
             return "error"
-        self._advance(n)
+        if n:
+            self._advance(n)
+            self._full = False
+            self.gate.shrank(self._queued)
         # A short write to a pipe or tty means it is full: wait for writability.
         return "blocked" if n < want and self._pollable else "progress"
 
@@ -305,6 +340,8 @@ class ConsoleSink:
         self._drop(lost)
         self._queue.clear()
         self._head = self._queued = 0
+        self._full = False
+        self.gate.shrank(0)
 
     def _arm(self) -> None:
         if self._armed or not self._pollable:
@@ -317,6 +354,7 @@ class ConsoleSink:
             loop.add_writer(self._wfd, self._flush)
         except (OSError, ValueError):
             self._pollable = False  # not pollable: retried on the next write instead
+            self.gate.close()  # ... so held readers would bring no next write: never hold
             return
         self._loop, self._armed = loop, True
 

@@ -54,7 +54,9 @@ class UnitLog:
 
     def attach(self, fd: int, stream: str) -> Pump:
         """Start reading ``fd`` (a pipe's read end, now owned and closed at EOF) as ``stream``."""
-        pump = Pump(fd, stream, self._deliver, on_eof=self._pumps.discard)
+        # The console's gate: while stdout is busy, the unit's pipe holds the backlog.
+        gate = self._mux.console.gate
+        pump = Pump(fd, stream, self._deliver, on_eof=self._pumps.discard, gate=gate)
         self._pumps.add(pump)
         return pump
 

@@ -4,6 +4,10 @@ A line-buffered child writes one line per write(2); waking for each would cost a
 line.  So after a small read the pump stops watching the fd for COALESCE_S and lets the pipe
 fill (its buffer is raised to PIPE_SIZE), which bounds the extra latency of a line to a few
 milliseconds while cutting wake-ups by orders of magnitude under load.
+
+With a ``gate`` (the console's FlowGate), the pump does not read while the gate holds: it
+stops watching the fd and is called back when stdout has caught up (or stalled), so a busy
+stdout slows the unit down to its pace, through the pipe, instead of losing lines.
 """
 
 from __future__ import annotations
@@ -16,6 +20,7 @@ from collections.abc import Callable
 
 import structlog
 
+from vastinit.logs.flow import FlowGate
 from vastinit.logs.framing import LineFramer
 
 _log = structlog.get_logger("vastinit.logs")
@@ -36,7 +41,8 @@ class Pump:
     """Owns a pipe's read end: reads it until EOF, calling ``deliver(stream, block)``.
 
     ``block`` is complete lines, each ending in ``\\n``.  At EOF the partial last line is
-    delivered as a line, the fd is closed and ``wait_eof()`` returns.
+    delivered as a line, the fd is closed and ``wait_eof()`` returns.  While ``gate`` holds,
+    the pipe is not read (its writer blocks once the pipe is full).
     """
 
     def __init__(
@@ -46,11 +52,13 @@ class Pump:
         deliver: Callable[[str, bytes], None],
         *,
         on_eof: Callable[[Pump], None] | None = None,
+        gate: FlowGate | None = None,
     ) -> None:
         self.fd = fd
         self.stream = stream
         self._deliver = deliver
         self._on_eof = on_eof
+        self._gate = gate
         self._framer = LineFramer()
         self._loop = asyncio.get_running_loop()
         self._eof = asyncio.Event()
@@ -103,9 +111,19 @@ class Pump:
         except OSError:
             return b""  # EIO from a pty whose other side closed, EBADF...: the end.
 
+    def _resume(self) -> None:
+        """The gate opened: read on the next loop turn (never inside the console's write)."""
+        if not self._done and self._timer is None:
+            self._timer = self._loop.call_soon(self._read)
+
     def _read(self) -> None:
         self._timer = None
         if self._done:
+            return
+        if self._gate is not None and self._gate.holding:
+            # stdout is behind: leave the backlog in the pipe until the gate calls us back.
+            self._unwatch()
+            self._gate.wait(self._resume)
             return
         data = self._read_some()
         if data is None:
@@ -134,6 +152,8 @@ class Pump:
     def _finish(self) -> None:
         self._done = True
         self._unwatch()
+        if self._gate is not None:
+            self._gate.cancel(self._resume)
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
