@@ -1,7 +1,9 @@
-"""The log path under load: 4 writers x 250,000 lines, one write(2) per line, stdout stalled.
+"""The log path under load: 4 writers x 250,000 lines, one write(2) per line.
 
-The mux runs in a child process (this file, run as a script) whose stdout is a pipe the
-test does not read until the end, the way a stuck `docker logs` consumer looks to PID 1.
+The mux runs in a child process (this file, run as a script) whose stdout is a pipe. One
+test does not read it until the end, the way a stuck `docker logs` consumer looks to PID 1:
+after the stall window the console drops lines (the files still get every one). The other
+reads it as fast as it can, the way a live consumer does: then no line may be lost.
 Run it by hand as a benchmark::
 
     python tests/integration/test_log_flood.py --bench 500000   # 4 x 500k lines
@@ -21,6 +23,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import pytest
+
+from vastinit.logs.flow import STALL_S
 
 if TYPE_CHECKING:
     from vastinit.logs.mux import UnitLog
@@ -124,18 +128,79 @@ def _first_difference(got: bytes, want: bytes) -> str:
     return f"{len(got_lines) - 1} lines, want {len(want_lines) - 1}"
 
 
+def _start_mux(flood_bin: str, tmp_path: Path, err: Any) -> subprocess.Popen[bytes]:
+    """The mux in a child: its measurements go to tmp_path/result.json, its files to logs/."""
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    cmd = [sys.executable, __file__, "--run", flood_bin, str(LINES), str(UNITS)]
+    cmd += [str(tmp_path / "logs"), str(tmp_path / "result.json")]
+    return subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=err, env=env, cwd=REPO)
+
+
+def _stop(proc: subprocess.Popen[bytes]) -> None:
+    if proc.poll() is None:
+        proc.kill()
+        proc.wait()
+    if proc.stdout is not None:
+        proc.stdout.close()
+
+
+def _check_files(result: dict[str, Any], log_dir: Path) -> None:
+    """Every unit exited 0 and its file holds every line, in order."""
+    assert result["codes"] == [0] * UNITS
+    assert result["file_errors"] == [0] * UNITS
+    want = b"".join(flood_line(i) for i in range(LINES))
+    for k in range(UNITS):
+        got = (log_dir / f"flood{k}.log").read_bytes()
+        assert got == want, f"flood{k}.log: {_first_difference(got, want)}"
+        assert result["tails"][k] == flood_line(LINES - 1)[:-1].decode()
+
+
+def _print(result: dict[str, Any], what: str) -> None:
+    print(
+        f"\n{UNITS} x {LINES} lines, one write(2) each, {what}: "
+        f"{result['cpu_s']:.2f} CPU-s in the mux, {result['wall_s']:.2f} s wall, "
+        f"{result['dropped']} console lines dropped"
+    )
+
+
+def test_flood_with_a_fast_stdout_reader_loses_no_line(flood_bin: str, tmp_path: Path) -> None:
+    stderr_file = tmp_path / "stderr.txt"
+    with stderr_file.open("wb") as err:
+        # stdout is read as fast as this process can: busy, never stalled.
+        proc = _start_mux(flood_bin, tmp_path, err)
+        try:
+            console, _ = proc.communicate(timeout=120)
+        except subprocess.TimeoutExpired:
+            pytest.fail(f"the mux did not move {UNITS} x {LINES} lines in 120 s")
+        finally:
+            _stop(proc)
+    assert proc.returncode == 0, stderr_file.read_text()[-3000:]
+    result = json.loads((tmp_path / "result.json").read_text())
+    _print(result, "stdout read at once")
+    _check_files(result, tmp_path / "logs")
+
+    # stdout was busy, not stalled: backpressure, so not one line lost, none spliced.
+    assert result["dropped"] == 0
+    lines = console.split(b"\n")
+    assert lines.pop() == b"", "the console output ends mid-line"
+    assert len(lines) == UNITS * LINES, f"{len(lines)} lines on stdout, want {UNITS * LINES}"
+    bad = [ln for ln in lines if not UNIT_LINE.fullmatch(ln)]
+    assert bad == [], f"spliced or malformed lines: {bad[:3]!r}"
+    want = b"".join(flood_line(i) for i in range(LINES))
+    for k in range(UNITS):
+        prefix = f"{f'flood{k}':8} | ".encode()  # padded to "vastinit", the longest name
+        got = b"".join(ln[len(prefix) :] + b"\n" for ln in lines if ln.startswith(prefix))
+        assert got == want, f"flood{k} on stdout: {_first_difference(got, want)}"
+
+
 def test_flood_with_stalled_stdout_keeps_every_line_in_files(
     flood_bin: str, tmp_path: Path
 ) -> None:
-    log_dir = tmp_path / "logs"
     report = tmp_path / "result.json"
     stderr_file = tmp_path / "stderr.txt"
-    env = {**os.environ, "PYTHONPATH": str(REPO)}
-    cmd = [sys.executable, __file__, "--run", flood_bin, str(LINES), str(UNITS), str(log_dir)]
-    cmd.append(str(report))
     with stderr_file.open("wb") as err:
-        # stdout is a pipe nobody reads until the floods are over: it stalls at 64 KiB.
-        proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=err, env=env, cwd=REPO)
+        # stdout is a pipe nobody reads until the floods are over: it stalls when full.
+        proc = _start_mux(flood_bin, tmp_path, err)
         assert proc.stdout is not None
         try:
             deadline = time.monotonic() + 90
@@ -148,25 +213,11 @@ def test_flood_with_stalled_stdout_keeps_every_line_in_files(
             console = proc.stdout.read()  # now unblock stdout: the queue drains, then EOF
             proc.wait(timeout=30)
         finally:
-            if proc.poll() is None:
-                proc.kill()
-                proc.wait()
-            proc.stdout.close()
+            _stop(proc)
     assert proc.returncode == 0, stderr_file.read_text()[-3000:]
     result = json.loads(report.read_text())
-    print(
-        f"\n{UNITS} x {LINES} lines, one write(2) each: "
-        f"{result['cpu_s']:.2f} CPU-s in the mux, {result['wall_s']:.2f} s wall, "
-        f"{result['dropped']} console lines dropped"
-    )
-
-    assert result["codes"] == [0] * UNITS
-    assert result["file_errors"] == [0] * UNITS
-    want = b"".join(flood_line(i) for i in range(LINES))
-    for k in range(UNITS):
-        got = (log_dir / f"flood{k}.log").read_bytes()
-        assert got == want, f"flood{k}.log: {_first_difference(got, want)}"
-        assert result["tails"][k] == flood_line(LINES - 1)[:-1].decode()
+    _print(result, "stdout stalled")
+    _check_files(result, tmp_path / "logs")
 
     # stdout stalled, so the console dropped lines, whole ones only, and said how many.
     assert result["dropped"] > 0
@@ -177,8 +228,11 @@ def test_flood_with_stalled_stdout_keeps_every_line_in_files(
     assert bad == [notice], f"spliced, malformed or missing lines: {bad[:3]!r}"
     assert len(lines) - 1 + result["dropped"] == UNITS * LINES
 
-    # Generous bounds that only a pathology (per-line wake-ups, a blocked loop) breaks.
-    assert result["wall_s"] < 60
+    # The units were held back (backpressure) until stdout had made no progress for the
+    # stall window, then ran free: the 100 MB cannot fit in the pipes and the queue, so
+    # the floods take longer than the window, but not much longer (margin: a loaded host).
+    assert STALL_S < result["wall_s"] < STALL_S + 30
+    # Generous bound that only a pathology (per-line wake-ups, a busy loop) breaks.
     assert result["cpu_s"] < 10
 
 

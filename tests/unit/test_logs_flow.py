@@ -27,20 +27,27 @@ class Calls:
         self.times.append(time.monotonic())
 
 
-async def wait_for_state(gate: FlowGate, state: FlowState, timeout: float) -> None:
+def state(gate: FlowGate) -> FlowState:
+    """The gate's state, read afresh (mypy would keep a narrowed attribute type)."""
+    return gate.state
+
+
+async def wait_for_state(gate: FlowGate, want: FlowState, timeout: float) -> None:
     deadline = time.monotonic() + timeout
-    while gate.state is not state:
+    while gate.state is not want:
         if time.monotonic() > deadline:
-            raise AssertionError(f"gate still {gate.state.value} after {timeout}s, want {state}")
+            raise AssertionError(
+                f"gate still {gate.state.value} after {timeout}s, want {want.value}"
+            )
         await anyio.sleep(0.005)
 
 
 async def test_gate_holds_at_high_water_and_opens_only_below_low_water() -> None:
     gate = FlowGate(100, 25, stall_s=60)
     gate.grew(99)
-    assert gate.state is FlowState.OPEN and not gate.holding
+    assert state(gate) is FlowState.OPEN and not gate.holding
     gate.grew(100)
-    assert gate.state is FlowState.HELD and gate.holding
+    assert state(gate) is FlowState.HELD and gate.holding
     woken = Calls()
     gate.wait(woken)
     for level in (80, 50, 25):  # draining, but not yet below the low-water mark
@@ -48,7 +55,7 @@ async def test_gate_holds_at_high_water_and_opens_only_below_low_water() -> None
         assert gate.holding, f"released at {level} bytes, above low water"
     assert woken.times == []
     gate.shrank(24)
-    assert gate.state is FlowState.OPEN
+    assert state(gate) is FlowState.OPEN
     assert len(woken.times) == 1
     gate.grew(99)  # hysteresis: refilling up to just under high water does not hold
     assert not gate.holding
@@ -76,7 +83,7 @@ async def test_progress_on_stdout_keeps_the_gate_holding_past_the_window() -> No
     while last_progress - start < 1.2:  # well past the window, with steady progress
         last_progress = time.monotonic()
         gate.shrank(90)  # stdout takes bytes while readers keep it above low water
-        assert gate.state is FlowState.HELD, "stalled although stdout was making progress"
+        assert state(gate) is FlowState.HELD, "stalled although stdout was making progress"
         await anyio.sleep(0.02)
     await wait_for_state(gate, FlowState.STALLED, timeout=5)
     assert time.monotonic() - last_progress >= 0.5
@@ -87,13 +94,13 @@ async def test_progress_after_a_stall_holds_again_until_the_backlog_drains() -> 
     gate.grew(100)
     await wait_for_state(gate, FlowState.STALLED, timeout=5)
     gate.grew(200)  # readers run at full speed while stalled (the console drops the excess)
-    assert gate.state is FlowState.STALLED
+    assert state(gate) is FlowState.STALLED
     gate.shrank(190)  # stdout took bytes: no longer stalled, and the backlog is big
-    assert gate.state is FlowState.HELD
+    assert state(gate) is FlowState.HELD
     woken = Calls()
     gate.wait(woken)
     gate.shrank(10)
-    assert gate.state is FlowState.OPEN and len(woken.times) == 1
+    assert state(gate) is FlowState.OPEN and len(woken.times) == 1
 
 
 async def test_progress_after_a_stall_with_a_small_backlog_opens() -> None:
@@ -101,7 +108,7 @@ async def test_progress_after_a_stall_with_a_small_backlog_opens() -> None:
     gate.grew(100)
     await wait_for_state(gate, FlowState.STALLED, timeout=5)
     gate.shrank(0)
-    assert gate.state is FlowState.OPEN
+    assert state(gate) is FlowState.OPEN
 
 
 async def test_stdout_stuck_since_before_high_water_stalls_at_once() -> None:
@@ -109,14 +116,14 @@ async def test_stdout_stuck_since_before_high_water_stalls_at_once() -> None:
     gate.grew(10)  # something to write: the no-progress clock starts now
     await anyio.sleep(0.15)  # the passing time is the input here: no progress for > 0.1 s
     gate.grew(100)
-    assert gate.state is FlowState.STALLED, "held readers although stdout was already stuck"
+    assert state(gate) is FlowState.STALLED, "held readers although stdout was already stuck"
 
 
 async def test_a_queue_that_was_empty_does_not_count_as_stuck() -> None:
     gate = FlowGate(100, 25, stall_s=0.1)
     await anyio.sleep(0.15)  # idle with an empty queue: stdout owes nothing
     gate.grew(100)
-    assert gate.state is FlowState.HELD
+    assert state(gate) is FlowState.HELD
 
 
 async def test_closed_gate_releases_readers_and_never_holds_again() -> None:

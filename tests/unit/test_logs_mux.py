@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -306,3 +307,44 @@ async def test_file_can_be_moved_or_switched_off(
     assert (tmp_path / "first.log").read_bytes() == b"one\n"
     assert (tmp_path / "second.log").read_bytes() == b"two\nfour\n"
     assert texts(mux.tail(["u"], 10)) == [b"one", b"two", b"three", b"four"]
+
+
+async def test_busy_stdout_holds_the_pipe_instead_of_dropping_lines(tmp_path: Path) -> None:
+    r, w = os.pipe2(os.O_CLOEXEC)
+    # Held at 2 MiB, so the read in flight (up to 1 MiB, pump.READ_SIZE) fits under 4 MiB.
+    sink = ConsoleSink(w, color=False, max_queue=4 << 20)
+    got = bytearray()
+
+    def slow_reader() -> None:
+        # A live consumer, slower than the writer: ~13 MB/s against flood.py's 100+ MB/s.
+        while chunk := os.read(r, 64 << 10):
+            got.extend(chunk)
+            time.sleep(0.005)
+
+    reader = threading.Thread(target=slow_reader, daemon=True)
+    reader.start()
+    mux = LogMux(sink, tmp_path)
+    ulog = mux.unit_log("u", "u.log", 1 << 30, 1)
+    count = 100_000  # 10 MB: far more than the 1 MiB stdout pipe plus the 4 MiB queue
+    out_r, out_w = os.pipe2(os.O_CLOEXEC)
+    proc = subprocess.Popen([sys.executable, str(FLOOD_PY), str(count)], stdout=out_w)
+    os.close(out_w)
+    held: list[bool] = []
+    ulog.add_watcher(lambda _: held.append(sink.gate.holding))
+    try:
+        with anyio.fail_after(30):
+            await ulog.attach(out_r, "stdout").wait_eof()
+            await sink.drain(30)
+    finally:
+        proc.kill()
+        proc.wait()
+        sink.close()
+        os.close(w)
+        reader.join(10)
+        os.close(r)
+    assert not reader.is_alive()
+    assert sink.dropped == 0, f"{sink.dropped} lines dropped while stdout was moving"
+    assert any(held), "the reader was never held back: the test did not load stdout"
+    want = b"".join(b"u        | %010d " % i + b"x" * 88 + b"\n" for i in range(count))
+    assert bytes(got) == want
+    assert (tmp_path / "u.log").stat().st_size == count * 100

@@ -43,7 +43,9 @@ class ConsoleSink:
 
     ``fmt`` is ``"text"`` or ``"json"``; ``color`` defaults to "fd is a tty and NO_COLOR is
     unset".  ``dropped`` counts the lines lost to a full queue or a broken stdout.  Readers
-    that feed it should consult ``gate`` before each read (see flow.FlowGate).
+    that feed it should consult ``gate`` before each read (see flow.FlowGate); keep
+    ``max_queue`` above twice such a read (pump.READ_SIZE, prefixed or as JSON), or the
+    read that crosses the high-water mark may itself overflow the queue.
     """
 
     def __init__(
