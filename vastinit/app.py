@@ -17,6 +17,7 @@ from vastinit import paths
 
 if TYPE_CHECKING:
     from vastinit.control.server import ControlSocket
+    from vastinit.model import Unit
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -85,10 +86,8 @@ def main_run(argv: list[str]) -> int:
 
 def gpu_environment() -> dict[str, str]:
     """``GPU_COUNT`` for every unit (0 without a driver)."""
-    try:
-        from vastinit.stack.gpu import gpu_count
-    except ImportError:  # pragma: no cover - the stack layer is optional
-        return {"GPU_COUNT": "0"}
+    from vastinit.stack.gpu import gpu_count
+
     return {"GPU_COUNT": str(gpu_count())}
 
 
@@ -112,7 +111,7 @@ def base_environment(
 
 
 async def _run(
-    units: Mapping[str, object],
+    units: Mapping[str, Unit],
     unit_dirs: list[Path],
     log_dir: Path,
     listener: ControlSocket | None,
@@ -121,7 +120,6 @@ async def _run(
     from vastinit.logs.console import ConsoleSink
     from vastinit.logs.events import configure_structlog
     from vastinit.logs.mux import LogMux
-    from vastinit.model import Unit
     from vastinit.proc.reaper import Reaper, become_subreaper
     from vastinit.supervisor.commands import SupervisorCommands
     from vastinit.supervisor.manager import Manager
@@ -147,16 +145,15 @@ async def _run(
         os.path.dirname(sys.executable),
     )
     base_env.setdefault("GPU_COUNT", gpu_environment()["GPU_COUNT"])
-    typed_units: dict[str, Unit] = {k: v for k, v in units.items() if isinstance(v, Unit)}
     manager = Manager(
-        typed_units, reaper=reaper, mux=mux, base_env=base_env, runner_setup=_runner_setup()
+        units, reaper=reaper, mux=mux, base_env=base_env, runner_setup=_runner_setup()
     )
     reloader = make_reloader(manager, unit_dirs)
     # Everything loaded so far lives as long as vastinit: move it out of the collector's
     # reach, so no full collection pass over it lands in a shutdown or a restart.
     gc.collect()
     gc.freeze()
-    log.info("vastinit starting", pid=os.getpid(), units=len(typed_units), log_dir=str(log_dir))
+    log.info("vastinit starting", pid=os.getpid(), units=len(units), log_dir=str(log_dir))
     code = 0
     try:
         async with anyio.create_task_group() as tg:
