@@ -14,6 +14,7 @@ from anyio.abc import TaskGroup
 from vastinit.errors import UnknownUnitError
 from vastinit.logs.mux import LogMux
 from vastinit.model import State, Unit
+from vastinit.proc.group import kill_group
 from vastinit.proc.reaper import Reaper
 from vastinit.supervisor.policy import DependencyView, SkipKind
 from vastinit.supervisor.states import Transition
@@ -135,10 +136,26 @@ class Manager:
 
         async def task() -> None:
             with scope:
-                await runner.main()
+                try:
+                    await runner.main()
+                except Exception:
+                    # A bug in one unit's lifecycle must not take PID 1 (and with it the
+                    # container) down: log it, kill what the unit left, keep the others.
+                    log.exception("unit task crashed; the unit is abandoned", unit=unit.name)
+                    await self._abandon(runner)
 
         self._tg.start_soon(task)
         return runner
+
+    async def _abandon(self, runner: UnitRunner) -> None:
+        child = runner.child
+        if child is not None:
+            with anyio.CancelScope(shield=True):
+                await kill_group(child.pgid, self.reaper)
+        runner.child = None
+        runner.active = False
+        runner.hold()
+        self.notify()
 
     async def remove_runner(self, name: str) -> None:
         """Stop a unit and forget it (used by reload for units whose file is gone)."""
