@@ -41,6 +41,15 @@ def wait_until(
         time.sleep(interval)
 
 
+def pid_alive(pid: int) -> bool:
+    """Whether ``pid`` is a live process (a zombie counts as gone)."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except FileNotFoundError:
+        return False
+
+
 class Vastinit:
     """``vastinit run`` as a child process; its stdout is parsed as JSON lines."""
 

@@ -15,7 +15,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from tests.harness import PROGRAMS, Vastinit, wait_until, write_unit
+from tests.harness import PROGRAMS, Vastinit, pid_alive, wait_until, write_unit
 from vastinit.scheduler import CLOCK_OFFSET_ENV, offset_for_due_in
 
 Start = Callable[..., Vastinit]
@@ -52,15 +52,6 @@ def wait_event(v: Vastinit, name: str, event: str, timeout: float = 15.0) -> dic
         lambda: unit_events(v, name, event), timeout, f"{name} to log {event!r}"
     )
     return found[0]
-
-
-def pid_alive(pid: int) -> bool:
-    """Whether ``pid`` is a live process (a zombie counts as gone)."""
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
-    except FileNotFoundError:
-        return False
 
 
 def test_due_job_runs_once_on_time_then_is_scheduled_with_its_exit_and_next_run(

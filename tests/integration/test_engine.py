@@ -10,7 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.harness import PROGRAMS, Vastinit, wait_until, write_unit
+from benchmarks.common import descendants
+from tests.harness import PROGRAMS, Vastinit, pid_alive, wait_until, write_unit
 
 PY = sys.executable
 Start = Callable[..., Vastinit]
@@ -181,11 +182,11 @@ def test_sigterm_ignoring_group_is_killed_at_timeout(
     v = vastinit_run()
     v.wait_line("stubborn", "stubborn ready")
     pids = [int(p) for p in pids_file.read_text().split()]
-    assert len(pids) == 3 and all(_alive(p) for p in pids)
+    assert len(pids) == 3 and all(pid_alive(p) for p in pids)
     assert v.terminate() == 0
     stopped = v.event("stubborn", "stopped")
     assert "SIGKILL after SIGTERM timed out (500ms)" in stopped["cause"]
-    assert not any(_alive(p) for p in pids), "a grandchild survived the stop"
+    assert not any(pid_alive(p) for p in pids), "a grandchild survived the stop"
 
 
 def test_stop_order_is_reverse_dependency_order(units_dir: Path, vastinit_run: Start) -> None:
@@ -223,7 +224,7 @@ def test_as_pid1_reaps_1000_orphans_and_exits_0_on_sigterm(
     ns_root = v.proc.pid  # unshare; vastinit is its child (PID 1 inside)
 
     def zombies_and_orphans() -> tuple[int, int]:
-        tree = _descendants(ns_root)
+        tree = descendants(ns_root)
         return sum(1 for s in tree.values() if s == "Z"), len(tree)
 
     # Every orphan sleeps 50 ms then exits; none may stay a zombie.
@@ -233,37 +234,6 @@ def test_as_pid1_reaps_1000_orphans_and_exits_0_on_sigterm(
         "no zombies left (tree: vastinit, orphans.py, sleep)",
     )
     assert v.terminate() == 0
-
-
-def _alive(pid: int) -> bool:
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
-    except FileNotFoundError:
-        return False
-
-
-def _descendants(root: int) -> dict[int, str]:
-    """pid -> state letter for every process below ``root`` (excluding it)."""
-    parents: dict[int, tuple[int, str]] = {}
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry}/stat") as f:
-                fields = f.read().rsplit(")", 1)[1].split()
-        except (FileNotFoundError, ProcessLookupError):
-            continue
-        parents[int(entry)] = (int(fields[1]), fields[0])
-    out: dict[int, str] = {}
-    frontier = [root]
-    while frontier:
-        parent = frontier.pop()
-        for pid, (ppid, state) in parents.items():
-            if ppid == parent and pid not in out:
-                out[pid] = state
-                frontier.append(pid)
-    return out
 
 
 def test_missing_program_is_skipped_not_crash_looped(units_dir: Path, vastinit_run: Start) -> None:
