@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import re
 import time
-from collections.abc import Mapping
+from collections.abc import AsyncIterator, Mapping
 from typing import TYPE_CHECKING
 
 import anyio
@@ -176,12 +176,7 @@ class UnitHealth:
         self, runner: UnitRunner, probe: Probe, ctx: ProbeContext, rlog: ProbeLog
     ) -> None:
         """After ready: a failure makes the unit not ready, a pass ready again (no restart)."""
-        took = 0.0
-        while True:
-            await anyio.sleep(max(probe.interval - took, 0.0))
-            began = time.monotonic()
-            outcome = await run_probe(probe, ctx)
-            took = time.monotonic() - began
+        async for outcome, took in _every_interval(probe, ctx, first_now=False):
             if outcome.ok:
                 rlog.passed(outcome.detail, took)
                 runner.mark_ready(f"readiness probe passed again: {outcome.detail}")
@@ -194,12 +189,7 @@ class UnitHealth:
     ) -> None:
         """``failures`` consecutive failures fail the run (the restart policy decides)."""
         llog = ProbeLog(runner.log, "liveness", describe(probe), errors, announce_first=False)
-        took = 0.0
-        while True:
-            await anyio.sleep(max(probe.interval - took, 0.0))
-            began = time.monotonic()
-            outcome = await run_probe(probe, ctx)
-            took = time.monotonic() - began
+        async for outcome, took in _every_interval(probe, ctx, first_now=False):
             if outcome.ok:
                 llog.passed(outcome.detail, took)
                 continue
@@ -213,14 +203,26 @@ class UnitHealth:
 
 async def _first_pass(probe: Probe, ctx: ProbeContext, rlog: ProbeLog) -> tuple[Outcome, float]:
     """Probe every ``interval`` until a pass; returns it and how long that attempt took."""
-    while True:
-        began = time.monotonic()
-        outcome = await run_probe(probe, ctx)
-        took = time.monotonic() - began
+    async for outcome, took in _every_interval(probe, ctx, first_now=True):
         if outcome.ok:
             return outcome, took
         rlog.failed(outcome.detail)
-        await anyio.sleep(max(probe.interval - took, 0.0))
+    raise AssertionError("unreachable: _every_interval never ends")
+
+
+async def _every_interval(
+    probe: Probe, ctx: ProbeContext, *, first_now: bool
+) -> AsyncIterator[tuple[Outcome, float]]:
+    """Run ``probe`` forever, one attempt every ``interval`` (start to start, so a slow
+    attempt does not stretch the period); yields each outcome and how long it took."""
+    delay = 0.0 if first_now else probe.interval
+    while True:
+        await anyio.sleep(delay)
+        began = time.monotonic()
+        outcome = await run_probe(probe, ctx)
+        took = time.monotonic() - began
+        yield outcome, took
+        delay = max(probe.interval - took, 0.0)
 
 
 def _silence(probe: Probe) -> str:
