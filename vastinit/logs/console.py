@@ -160,18 +160,14 @@ class ConsoleSink:
             self._enqueue(_json_lines(unit, stream, block, ts))
             return
         p = self.prefix(unit)
-        avail = self.max_queue - self._queued
-        if len(block) > avail:
-            # The prefixed text is longer still: cut before transforming what cannot fit.
-            cut = block.rfind(b"\n", 0, max(avail, 0)) + 1
-            self._overflow(count_lines(block[cut:]))
-            block = block[:cut]
-            if not block:
-                return
+        # The prefixed text is longer still: cut before transforming what cannot fit.
+        fits = self._fit(block)
+        if not fits:
+            return
         # Two passes over the data: the C-speed replace, then one copy after the first prefix
         # (the prefix that replace appends after the last newline is cut off in place).
         out = bytearray(p)
-        out += block.replace(b"\n", b"\n" + p)
+        out += fits.replace(b"\n", b"\n" + p)
         del out[-len(p) :]
         self._enqueue(out)
 
@@ -241,6 +237,15 @@ class ConsoleSink:
         self._full = True
         self._drop(n)
 
+    def _fit(self, data: bytes | bytearray) -> bytes | bytearray:
+        """The whole lines of ``data`` that fit in the queue; the rest is dropped and counted."""
+        avail = self.max_queue - self._queued
+        if len(data) <= avail:
+            return data
+        cut = data.rfind(b"\n", 0, max(avail, 0)) + 1
+        self._overflow(count_lines(data[cut:]))
+        return data[:cut]
+
     def _enqueue(self, data: bytes | bytearray) -> None:
         """Queue whole lines; what does not fit in the bound is dropped (whole lines)."""
         if self._full:
@@ -249,13 +254,9 @@ class ConsoleSink:
         if self._unreported:
             # Lines fit again after some were dropped: say so at the gap, not later.
             self._announce()
-        avail = self.max_queue - self._queued
-        if len(data) > avail:
-            cut = data.rfind(b"\n", 0, max(avail, 0)) + 1
-            self._overflow(count_lines(data[cut:]))
-            data = data[:cut]
-            if not data:
-                return
+        data = self._fit(data)
+        if not data:
+            return
         self._queue.append(data)
         self._queued += len(data)
         self.gate.grew(self._queued)
