@@ -12,8 +12,8 @@ import re
 import urllib.parse
 from collections.abc import Callable, Iterable, Mapping
 from datetime import date, datetime, time
-from types import MappingProxyType
-from typing import TypeVar
+from types import MappingProxyType, UnionType
+from typing import Any, TypeVar
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from vastinit.config.expand import expand, template_problem
@@ -49,6 +49,7 @@ Report = Callable[[KeyPath, str], None]
 Table = Mapping[str, object]
 E = TypeVar("E", bound=enum.Enum)
 T = TypeVar("T")
+N = TypeVar("N", int, float)
 
 UNIT_NAME = re.compile(r"[A-Za-z0-9_.@-]+")
 ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
@@ -339,21 +340,11 @@ class _Builder:
             return d
         base: KeyPath = ("stop",)
         self.unknown(table, base, _STOP)
-        signum = d.signal
-        value = table.get("signal")
-        if value is not None:
-            if isinstance(value, str | int) and not isinstance(value, bool):
-                try:
-                    signum = parse_signal(value)
-                except ValueError as exc:
-                    self.report((*base, "signal"), f"stop.signal: {exc}")
-            else:
-                self.report(
-                    (*base, "signal"),
-                    f"stop.signal: expected a signal name or number, got {type_name(value)}",
-                )
+        signum = self.parsed(
+            table, (*base, "signal"), parse_signal, "a signal name or number", str | int
+        )
         return StopPolicy(
-            signal=signum,
+            signal=_or(signum, d.signal),
             mode=self.enum(table, (*base, "mode"), StopMode) or d.mode,
             timeout=_or(self.duration(table, (*base, "timeout")), d.timeout),
         )
@@ -365,25 +356,13 @@ class _Builder:
             return d
         base: KeyPath = ("log",)
         self.unknown(table, base, _LOG)
-        max_size = d.max_size
-        value = table.get("max_size")
-        if value is not None:
-            if isinstance(value, str | int) and not isinstance(value, bool):
-                try:
-                    max_size = parse_size(value)
-                except ValueError as exc:
-                    self.report((*base, "max_size"), f"log.max_size: {exc}")
-                else:
-                    if max_size < 1:
-                        self.report((*base, "max_size"), "log.max_size must be at least 1 byte")
-            else:
-                self.report(
-                    (*base, "max_size"),
-                    f"log.max_size: expected {SIZE_HINT}, got {type_name(value)}",
-                )
+        max_size = self.parsed(table, (*base, "max_size"), parse_size, SIZE_HINT, str | int)
+        if max_size is not None and max_size < 1:
+            self.report((*base, "max_size"), "log.max_size must be at least 1 byte")
+            max_size = None
         return LogSpec(
             file=self.string(table, (*base, "file"), template=True),
-            max_size=max_size,
+            max_size=_or(max_size, d.max_size),
             keep=_or(self.integer(table, (*base, "keep"), minimum=0), d.keep),
         )
 
@@ -534,17 +513,31 @@ class _Builder:
             return None
         return value
 
-    def duration(self, t: Table, path: KeyPath, *, positive: bool = False) -> float | None:
+    def parsed(
+        self,
+        t: Table,
+        path: KeyPath,
+        parse: Callable[[Any], N],
+        hint: str,
+        types: UnionType | type,
+    ) -> N | None:
+        """``parse`` of the value at ``path`` (of ``types``, never a bool), or None after
+        reporting why it is unusable; None too when the key is absent."""
         value = t.get(str(path[-1]))
         if value is None:
             return None
-        if not isinstance(value, str | int | float) or isinstance(value, bool):
-            self.wrong(path, DURATION_HINT, value)
+        if not isinstance(value, types) or isinstance(value, bool):
+            self.wrong(path, hint, value)
             return None
         try:
-            seconds = parse_duration(value)
+            return parse(value)
         except ValueError as exc:
             self.report(path, f"{dotted(path)}: {exc}")
+            return None
+
+    def duration(self, t: Table, path: KeyPath, *, positive: bool = False) -> float | None:
+        seconds = self.parsed(t, path, parse_duration, DURATION_HINT, str | int | float)
+        if seconds is None:
             return None
         if positive and seconds <= 0:
             self.report(path, f"{dotted(path)}: must be longer than 0")

@@ -23,6 +23,7 @@ from aiohttp import web
 from anyio.abc import TaskGroup, TaskStatus
 
 from vastinit import __version__
+from vastinit.config.values import parse_signal
 from vastinit.control.protocol import (
     API,
     DEFAULT_SOCKET_MODE,
@@ -32,7 +33,6 @@ from vastinit.control.protocol import (
     LogFollow,
 )
 from vastinit.errors import ConfigError, ControlError, UnknownUnitError
-from vastinit.proc.status import parse_signal
 
 log = structlog.get_logger("vastinit")
 

@@ -41,19 +41,3 @@ def signal_name(number: int) -> str:
         return signal.Signals(number).name
     except ValueError:
         return f"signal {number}"
-
-
-def parse_signal(value: str | int) -> int:
-    """Signal number from ``"SIGTERM"``, ``"term"``, ``"15"`` or 15; ValueError if unknown."""
-    if isinstance(value, int):
-        signal.Signals(value)  # raises ValueError for a number with no signal
-        return value
-    text = value.strip().upper()
-    if text.isdigit():
-        return parse_signal(int(text))
-    if not text.startswith("SIG"):
-        text = "SIG" + text
-    try:
-        return int(signal.Signals[text])
-    except KeyError:
-        raise ValueError(f"unknown signal {value!r}") from None
