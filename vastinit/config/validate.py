@@ -24,6 +24,7 @@ from vastinit.config.values import (
     parse_duration,
     parse_signal,
     parse_size,
+    split_hostport,
 )
 from vastinit.model import (
     Condition,
@@ -581,7 +582,8 @@ def _url_problem(url: str) -> str | None:
 
 
 def _hostport_problem(text: str) -> str | None:
-    host, sep, port = text.rpartition(":")
-    if not sep or not host or not port.isdigit() or not 1 <= int(port) <= 65535:
-        return f"expected host:port (e.g. 127.0.0.1:8000), got {text!r}"
+    try:
+        split_hostport(text)
+    except ValueError as exc:
+        return str(exc)
     return None

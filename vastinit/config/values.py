@@ -73,3 +73,13 @@ def parse_signal(value: str | int) -> int:
     close = difflib.get_close_matches(name, names, n=1)
     hint = f"; did you mean '{close[0]}'?" if close else " (e.g. SIGTERM, SIGINT, SIGQUIT)"
     raise ValueError(f"unknown signal {value!r}{hint}")
+
+
+def split_hostport(target: str) -> tuple[str, int]:
+    """``"127.0.0.1:80"`` -> ("127.0.0.1", 80); ``"[::1]:80"`` -> ("::1", 80); ValueError."""
+    host, sep, port = target.rpartition(":")
+    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise ValueError(f"expected host:port (e.g. 127.0.0.1:8000), got {target!r}")
+    if host.startswith("[") and host.endswith("]"):
+        host = host[1:-1]
+    return host, int(port)
