@@ -28,7 +28,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Mapping
-from datetime import UTC, datetime
+from datetime import datetime
 
 import anyio
 from anyio.abc import TaskGroup
@@ -41,7 +41,7 @@ from vastinit.proc.group import group_alive
 from vastinit.proc.spawn import Child
 from vastinit.proc.status import ExitStatus
 from vastinit.schedule import is_reboot
-from vastinit.scheduler import Clock, CronRuns, CronTimer, SystemClock
+from vastinit.scheduler import Clock, CronRuns, CronTimer, SystemClock, format_when
 from vastinit.supervisor.policy import format_duration
 from vastinit.supervisor.stopping import stop_child
 from vastinit.supervisor.unit import UnitRunner, condition_problem, drain_output, spawn_logged
@@ -116,7 +116,7 @@ class CronJob:
                 self._first_run_pending = False
                 cause = "@reboot: run at start" if is_reboot(self.schedule.cron) else "run on start"
             else:
-                cause = f"scheduled run for {_at(due)}"
+                cause = f"scheduled run for {format_when(due)}"
             self._due(due, cause)
 
     def _request(self, send: MemoryObjectSendStream[str], cause: str) -> None:
@@ -147,7 +147,7 @@ class CronJob:
         if problem is not None:
             runner.log.info(
                 "cron run skipped: condition is false",
-                due=_at(due),
+                due=format_when(due),
                 reason=problem,
                 next_run=self._next_text(),
             )
@@ -257,7 +257,7 @@ class CronJob:
         fire = self.timer.next_run_at()
         if fire is None:
             return "never (@reboot runs only at start; ctl start runs it again)"
-        return f"at {_at(fire)}"
+        return f"at {format_when(fire)}"
 
     def _describe(self) -> str:
         s = self.schedule
@@ -266,7 +266,3 @@ class CronJob:
 
     def _note(self, text: str) -> None:
         self.runner.log.warning("cron schedule", note=text)
-
-
-def _at(t: datetime) -> str:
-    return t.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S UTC")

@@ -218,8 +218,8 @@ def decide(expr: str, timezone: str, cursor: datetime, now: datetime, tolerance:
     if cursor - now > tol:  # the wall clock went back further than a jump: it was wrong
         note = (
             f"wall clock is {_span(cursor - now)} behind the last time this schedule reached "
-            f"({_at(cursor)}), more than the {_span(tol)} tolerance: taken as a clock "
-            f"correction, the schedule restarts from {_at(now)}"
+            f"({format_when(cursor)}), more than the {_span(tol)} tolerance: taken as a clock "
+            f"correction, the schedule restarts from {format_when(now)}"
         )
         cursor = now
     upcoming = next_fire(expr, timezone, cursor)
@@ -235,21 +235,23 @@ def decide(expr: str, timezone: str, cursor: datetime, now: datetime, tolerance:
     if late > tol:
         note = _join(
             note,
-            f"missed {counted} run(s) due {_at(upcoming)} .. {_at(latest)} (wall clock jump or "
-            f"suspend); the latest is {_span(late)} late, more than the {_span(tol)} "
-            f"tolerance, so none runs; next at {_at(after)}",
+            f"missed {counted} run(s) due {format_when(upcoming)} .. {format_when(latest)} "
+            f"(wall clock jump or suspend); the latest is {_span(late)} late, "
+            f"more than the {_span(tol)} tolerance, so none runs; next at {format_when(after)}",
         )
         return Decision(None, now, after, max(passed, 1), note)
     if passed > 1:
         note = _join(
             note,
-            f"wall clock passed {counted} run times ({_at(upcoming)} .. {_at(latest)}) at once "
-            f"(clock jump or suspend): running once, for {_at(latest)}",
+            f"wall clock passed {counted} run times "
+            f"({format_when(upcoming)} .. {format_when(latest)}) at once "
+            f"(clock jump or suspend): running once, for {format_when(latest)}",
         )
     elif late.total_seconds() > _LATE_NOTE:
         note = _join(
             note,
-            f"running {_span(late)} late for {_at(latest)} (clock jump, suspend or a stalled host)",
+            f"running {_span(late)} late for {format_when(latest)} "
+            "(clock jump, suspend or a stalled host)",
         )
     return Decision(latest, now, after, max(passed - 1, 0), note)
 
@@ -341,8 +343,8 @@ def overlap_refusal(policy: Overlap, due: datetime, running_since: datetime | No
     if policy is Overlap.ALLOW or running_since is None:
         return None
     return (
-        f"run due {_at(due)} skipped: the run started {_at(running_since)} is still going "
-        f'(overlap = "skip"; "allow" would run them side by side)'
+        f"run due {format_when(due)} skipped: the run started {format_when(running_since)} "
+        f'is still going (overlap = "skip"; "allow" would run them side by side)'
     )
 
 
@@ -408,7 +410,8 @@ class CronRuns:
         return record
 
 
-def _at(t: datetime | None) -> str:
+def format_when(t: datetime | None) -> str:
+    """A fire time for logs and status: UTC, to the second; ``never`` for None."""
     return "never" if t is None else t.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
 
 
