@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import difflib
-from collections import deque
 from collections.abc import Callable, Iterable, Mapping
 
 import anyio
@@ -185,10 +184,7 @@ class Manager:
         wanted = runner.start_pending or runner.state not in (State.STOPPED, State.INACTIVE)
         await self.stop_and_wait(unit.name, cause)
         self.units[unit.name] = unit
-        runner.unit = unit
-        # A new spec gets a fresh crash-loop budget (and its limit may have changed).
-        runner.restart_times = deque(maxlen=max(unit.restart.limit, 1) + 1)
-        runner.consecutive_failures = 0
+        runner.replace_spec(unit)
         if wanted or not unit.enabled:
             self._begin(runner, cause)
         self.notify()

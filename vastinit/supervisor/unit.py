@@ -245,6 +245,13 @@ class UnitRunner:
         """Why the current (or last) stop was requested."""
         return self._stop_cause
 
+    def replace_spec(self, unit: Unit) -> None:
+        """Take a new spec (reload; the unit is stopped): with a fresh crash-loop budget,
+        whose limit may have changed too."""
+        self.unit = unit
+        self.restart_times = deque(maxlen=max(unit.restart.limit, 1) + 1)
+        self.consecutive_failures = 0
+
     def hold(self) -> None:
         """Drop any pending start and refuse new ones (shutdown: nothing new begins)."""
         self._pending_start = None
