@@ -174,7 +174,7 @@ async def _run(
 
 def _runner_setup() -> list[Callable[..., None]]:
     """Plug-ins for each unit runner: health probes and cron schedules."""
-    from vastinit.cron_runner import setup_runner as cron_setup
+    from vastinit.cron.runner import setup_runner as cron_setup
     from vastinit.health import setup_runner as health_setup
 
     return [health_setup, cron_setup]

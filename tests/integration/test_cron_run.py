@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from tests.harness import PROGRAMS, Vastinit, pid_alive, wait_until, write_unit
-from vastinit.scheduler import CLOCK_OFFSET_ENV, offset_for_due_in
+from vastinit.cron.scheduler import CLOCK_OFFSET_ENV, offset_for_due_in
 
 Start = Callable[..., Vastinit]
 

@@ -9,9 +9,9 @@ from datetime import UTC, datetime
 import anyio
 import pytest
 
+from vastinit.cron.expression import MACROS, cron_problem
+from vastinit.cron.scheduler import CronTimer, FakeClock, settle
 from vastinit.model import Schedule
-from vastinit.schedule import MACROS, cron_problem
-from vastinit.scheduler import CronTimer, FakeClock, settle
 
 HOUR = 3600.0
 

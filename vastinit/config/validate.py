@@ -26,6 +26,7 @@ from vastinit.config.values import (
     parse_size,
     split_hostport,
 )
+from vastinit.cron.expression import cron_problem
 from vastinit.model import (
     Condition,
     DependencyCondition,
@@ -42,7 +43,6 @@ from vastinit.model import (
     Unit,
     UnitType,
 )
-from vastinit.schedule import cron_problem
 
 Report = Callable[[KeyPath, str], None]
 """Receives each problem: the key path it concerns and a one-line message."""

@@ -300,7 +300,7 @@ class UnitRunner:
             return
         if self.unit.type is UnitType.CRON:
             if self.cron_hook is None:
-                raise RuntimeError("cron units need the scheduler (vastinit.scheduler)")
+                raise RuntimeError("cron units need the scheduler (vastinit.cron.runner)")
             await self.cron_hook(self)
             return
         self.consecutive_failures = 0

@@ -14,8 +14,7 @@ from datetime import UTC, datetime, timedelta
 import anyio
 import pytest
 
-from vastinit.model import Overlap, Schedule
-from vastinit.scheduler import (
+from vastinit.cron.scheduler import (
     CLOCK_OFFSET_ENV,
     CronRuns,
     CronTimer,
@@ -27,6 +26,7 @@ from vastinit.scheduler import (
     overlap_refusal,
     settle,
 )
+from vastinit.model import Overlap, Schedule
 
 pytestmark = pytest.mark.anyio
 

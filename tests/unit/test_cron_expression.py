@@ -7,7 +7,7 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from vastinit.schedule import count_fires, cron_problem, last_fire, next_fire
+from vastinit.cron.expression import count_fires, cron_problem, last_fire, next_fire
 
 
 def utc(text: str) -> datetime:

@@ -1,7 +1,7 @@
 """When a ``type = "cron"`` unit's next run is due, on an injectable clock; overlap and run books.
 
-Fire times are wall-clock times (``vastinit.schedule``); this module turns them into sleeps and
-decides what a jumping wall clock means.  The policy, in one place:
+Fire times are wall-clock times (``vastinit.cron.expression``); this module turns them into
+sleeps and decides what a jumping wall clock means.  The policy, in one place:
 
 - **Exact wake-ups, no busy polling.**  The timer sleeps on the monotonic clock until the next
   fire time, but never longer than ``max_sleep`` (60 s) at a stretch, then re-reads the wall
@@ -34,8 +34,8 @@ import anyio
 import anyio.lowlevel
 import structlog
 
+from vastinit.cron.expression import count_fires, is_reboot, last_fire, next_fire
 from vastinit.model import Overlap, Schedule
-from vastinit.schedule import count_fires, is_reboot, last_fire, next_fire
 
 CLOCK_OFFSET_ENV = "VASTINIT_CLOCK_OFFSET"
 DEFAULT_TOLERANCE = 3 * 3600.0  # cronie treats clock changes under 3 h as jumps, over as fixes
@@ -44,7 +44,7 @@ _COUNT_LIMIT = 1000  # missed fire times counted for the log; bounded so a jump 
 _SETTLE_YIELDS = 20  # FakeClock: zero-time yields before checking that all tasks are blocked
 _LATE_NOTE = 2.0  # seconds late before a run is worth a note (normal wake-ups are ms late)
 
-_log = structlog.get_logger("vastinit.scheduler")
+_log = structlog.get_logger("vastinit.cron.scheduler")
 
 
 class Clock(Protocol):
