@@ -6,7 +6,7 @@ import signal
 
 import pytest
 
-from vastinit.config.values import parse_duration, parse_signal, parse_size
+from vastinit.config.values import format_duration, parse_duration, parse_signal, parse_size
 
 
 @pytest.mark.parametrize(
@@ -87,3 +87,16 @@ def test_unknown_signal_suggests_the_close_one() -> None:
 def test_bad_signal_raises(value: str | int) -> None:
     with pytest.raises(ValueError, match="signal"):
         parse_signal(value)
+
+
+@pytest.mark.parametrize(
+    ("seconds", "text"),
+    [(0.3, "300ms"), (1, "1s"), (1.5, "1.5s"), (90, "1m30s"), (3600, "1h"), (0, "0ms")],
+)
+def test_format_duration(seconds: float, text: str) -> None:
+    assert format_duration(seconds) == text
+
+
+@pytest.mark.parametrize("seconds", [0.0, 0.25, 1.0, 1.5, 59.0, 90.0, 3600.0, 5400.0, 86400.0])
+def test_format_duration_reads_back_with_parse_duration(seconds: float) -> None:
+    assert parse_duration(format_duration(seconds)) == seconds

@@ -15,7 +15,6 @@ from vastinit.supervisor.policy import (
     after_exit,
     backoff_delay,
     dependency_verdict,
-    format_duration,
     run_was_healthy,
     should_restart,
 )
@@ -112,11 +111,3 @@ def _view(
 )
 def test_dependency_verdict(view: DependencyView, want: D, verdict: Verdict) -> None:
     assert dependency_verdict(view, want) is verdict
-
-
-@pytest.mark.parametrize(
-    ("seconds", "text"),
-    [(0.3, "300ms"), (1, "1s"), (1.5, "1.5s"), (90, "1m30s"), (3600, "1h"), (0, "0ms")],
-)
-def test_format_duration(seconds: float, text: str) -> None:
-    assert format_duration(seconds) == text

@@ -44,6 +44,19 @@ def parse_duration(value: str | int | float) -> float:
     return float(value)
 
 
+def format_duration(seconds: float) -> str:
+    """``90`` -> ``1m30s``; ``1.5`` -> ``1.5s``; ``0.5`` -> ``500ms``."""
+    if seconds < 1:
+        return f"{round(seconds * 1000)}ms"
+    if seconds < 60 and seconds != int(seconds):
+        return f"{round(seconds, 3):g}s"  # 1.5s, not a rounded-up 2s
+    total = round(seconds)
+    hours, rest = divmod(total, 3600)
+    minutes, secs = divmod(rest, 60)
+    out = (f"{hours}h" if hours else "") + (f"{minutes}m" if minutes else "")
+    return out + (f"{secs}s" if secs or not out else "")
+
+
 def parse_size(value: str | int) -> int:
     """Bytes in ``value``: a size string ("10MiB" binary, "10MB" decimal) or a number of bytes."""
     if isinstance(value, int):

@@ -35,6 +35,7 @@ from anyio.abc import TaskGroup
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
 from vastinit.config import resolve_unit, start_environment
+from vastinit.config.values import format_duration
 from vastinit.cron.expression import is_reboot
 from vastinit.cron.scheduler import Clock, CronRuns, CronTimer, SystemClock, format_when
 from vastinit.errors import SpawnError
@@ -42,7 +43,6 @@ from vastinit.model import State
 from vastinit.proc.group import group_alive
 from vastinit.proc.spawn import Child
 from vastinit.proc.status import ExitStatus
-from vastinit.supervisor.policy import format_duration
 from vastinit.supervisor.stopping import stop_child
 from vastinit.supervisor.unit import UnitRunner, condition_problem, drain_output, spawn_logged
 

@@ -12,12 +12,12 @@ from collections.abc import Mapping, Sequence
 
 import anyio
 
+from vastinit.config.values import format_duration
 from vastinit.errors import SpawnError
 from vastinit.health.result import Outcome, failed, passed
 from vastinit.proc.group import group_alive, kill_group
 from vastinit.proc.reaper import Reaper
 from vastinit.proc.spawn import Child, spawn
-from vastinit.supervisor.policy import format_duration
 
 _KEEP = 4096  # bytes of the probe's output kept for the error message
 

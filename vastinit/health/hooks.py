@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING
 
 import anyio
 
+from vastinit.config.values import format_duration
 from vastinit.health.log_probe import LogMatcher
 from vastinit.health.notify import NotifySocket
 from vastinit.health.probes import PERIODIC, ProbeContext, describe, run_probe
@@ -24,7 +25,6 @@ from vastinit.health.result import Outcome, passed
 from vastinit.logs.mux import UnitLog
 from vastinit.model import Probe, ProbeKind, Unit, UnitType
 from vastinit.proc.spawn import Child
-from vastinit.supervisor.policy import format_duration
 
 if TYPE_CHECKING:
     from vastinit.supervisor.unit import UnitRunner

@@ -7,8 +7,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from vastinit.config.values import format_duration
 from vastinit.health.result import Outcome, connect_error_text, failed, passed
-from vastinit.supervisor.policy import format_duration
 
 if TYPE_CHECKING:
     import aiohttp

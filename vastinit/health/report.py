@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from vastinit.supervisor.policy import format_duration
+from vastinit.config.values import format_duration
 
 
 class ProbeErrors:

@@ -4,9 +4,8 @@ from __future__ import annotations
 
 import anyio
 
-from vastinit.config.values import split_hostport
+from vastinit.config.values import format_duration, split_hostport
 from vastinit.health.result import Outcome, connect_error_text, failed, passed
-from vastinit.supervisor.policy import format_duration
 
 
 async def probe_tcp(target: str, timeout: float) -> Outcome:

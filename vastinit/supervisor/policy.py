@@ -6,6 +6,7 @@ import enum
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from vastinit.config.values import format_duration
 from vastinit.model import DependencyCondition, RestartMode, RestartPolicy, State, UnitType
 from vastinit.proc.status import ExitStatus
 
@@ -124,16 +125,3 @@ def dependency_verdict(dep: DependencyView, want: DependencyCondition) -> Verdic
     if want is DependencyCondition.READY and st is State.READY:
         return Verdict.MET
     return Verdict.WAIT
-
-
-def format_duration(seconds: float) -> str:
-    """``90`` -> ``1m30s``; ``1.5`` -> ``1.5s``; ``0.5`` -> ``500ms``."""
-    if seconds < 1:
-        return f"{round(seconds * 1000)}ms"
-    if seconds < 60 and seconds != int(seconds):
-        return f"{round(seconds, 3):g}s"  # 1.5s, not a rounded-up 2s
-    total = round(seconds)
-    hours, rest = divmod(total, 3600)
-    minutes, secs = divmod(rest, 60)
-    out = (f"{hours}h" if hours else "") + (f"{minutes}m" if minutes else "")
-    return out + (f"{secs}s" if secs or not out else "")

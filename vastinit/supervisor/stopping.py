@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import signal
 
+from vastinit.config.values import format_duration
 from vastinit.model import StopMode, StopPolicy
 from vastinit.proc.group import kill_group, signal_group, signal_pid, wait_group_empty
 from vastinit.proc.reaper import Reaper
 from vastinit.proc.spawn import Child
 from vastinit.proc.status import signal_name
-from vastinit.supervisor.policy import format_duration
 
 
 async def stop_child(child: Child, policy: StopPolicy, reaper: Reaper) -> str:

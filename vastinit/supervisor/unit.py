@@ -20,6 +20,7 @@ import anyio
 import structlog
 
 from vastinit.config import expand, resolve_unit, start_environment
+from vastinit.config.values import format_duration
 from vastinit.errors import ProgramNotFound, SpawnError
 from vastinit.logs.mux import LogMux, UnitLog
 from vastinit.logs.pump import Pump
@@ -36,7 +37,6 @@ from vastinit.supervisor.policy import (
     after_exit,
     backoff_delay,
     dependency_verdict,
-    format_duration,
     run_was_healthy,
 )
 from vastinit.supervisor.states import StateMachine, Transition
