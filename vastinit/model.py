@@ -77,9 +77,19 @@ def _frozen_map(m: Mapping[str, str] | None = None) -> Mapping[str, str]:
     return MappingProxyType(dict(m or {}))
 
 
+# The probe defaults, defined here only (config fills them in; docs/probes.md and
+# docs/units.md document them; tests/unit/test_probe_defaults.py keeps the three in step).
+READINESS_INTERVAL = 1.0  # a periodic readiness probe: ready within a second of listening
+READINESS_TIMEOUT = 5.0
+READINESS_START_TIMEOUT: float | None = None  # no limit: a model load may take hours
+LIVENESS_INTERVAL = 30.0  # liveness is cheap insurance, not a load on the service
+LIVENESS_TIMEOUT = 10.0
+LIVENESS_FAILURES = 3  # one slow answer is not a dead service
+
+
 @dataclass(frozen=True)
 class Probe:
-    """A readiness or liveness check.
+    """A readiness or liveness check (field defaults: a readiness probe's).
 
     ``target`` by kind: HTTP a URL, TCP ``host:port``, EXEC an argv tuple, LOG a regex,
     NOTIFY ``""``.  Durations are seconds.
@@ -87,10 +97,10 @@ class Probe:
 
     kind: ProbeKind
     target: str | tuple[str, ...]
-    interval: float = 2.0
-    timeout: float = 5.0
-    start_timeout: float | None = None  # readiness only: not ready by then = failed start
-    failures: int = 3  # liveness only: consecutive failures before a restart
+    interval: float = READINESS_INTERVAL
+    timeout: float = READINESS_TIMEOUT
+    start_timeout: float | None = READINESS_START_TIMEOUT  # readiness only: failed start
+    failures: int = LIVENESS_FAILURES  # liveness only: consecutive failures before a restart
 
 
 @dataclass(frozen=True)

@@ -28,6 +28,12 @@ from vastinit.config.values import (
 )
 from vastinit.cron.expression import cron_problem
 from vastinit.model import (
+    LIVENESS_FAILURES,
+    LIVENESS_INTERVAL,
+    LIVENESS_TIMEOUT,
+    READINESS_INTERVAL,
+    READINESS_START_TIMEOUT,
+    READINESS_TIMEOUT,
     Condition,
     DependencyCondition,
     Expose,
@@ -148,8 +154,8 @@ class _Builder:
             enabled=_or(self.boolean(t, ("enabled",)), True),
             condition=self.condition(t),
             depends_on=self.depends_on(t),
-            readiness=self.probe(t, "readiness", _READINESS_KINDS, (1.0, 5.0)),
-            liveness=self.probe(t, "liveness", _LIVENESS_KINDS, (30.0, 10.0)),
+            readiness=self.probe(t, "readiness", _READINESS_KINDS),
+            liveness=self.probe(t, "liveness", _LIVENESS_KINDS),
             restart=self.restart(t, default_mode),
             stop=self.stop(t),
             log=self.log(t),
@@ -237,9 +243,7 @@ class _Builder:
             )
         return MappingProxyType(deps)
 
-    def probe(
-        self, t: Table, section: str, kinds: tuple[str, ...], defaults: tuple[float, float]
-    ) -> Probe | None:
+    def probe(self, t: Table, section: str, kinds: tuple[str, ...]) -> Probe | None:
         table = self.table(t, (section,))
         if table is None:
             return None
@@ -254,14 +258,24 @@ class _Builder:
                     "liveness takes one of http, tcp, exec",
                 )
         self.unknown({k: v for k, v in table.items() if k not in ("log", "notify")}, base, allowed)
-        interval = _or(self.duration(table, (*base, "interval"), positive=True), defaults[0])
-        timeout = _or(self.duration(table, (*base, "timeout"), positive=True), defaults[1])
-        start_timeout = None
-        failures = 3
-        if section == "readiness":
-            start_timeout = self.duration(table, (*base, "start_timeout"), positive=True)
+        readiness = section == "readiness"
+        interval = _or(
+            self.duration(table, (*base, "interval"), positive=True),
+            READINESS_INTERVAL if readiness else LIVENESS_INTERVAL,
+        )
+        timeout = _or(
+            self.duration(table, (*base, "timeout"), positive=True),
+            READINESS_TIMEOUT if readiness else LIVENESS_TIMEOUT,
+        )
+        start_timeout = READINESS_START_TIMEOUT
+        failures = LIVENESS_FAILURES
+        if readiness:
+            start_timeout = _or(
+                self.duration(table, (*base, "start_timeout"), positive=True),
+                READINESS_START_TIMEOUT,
+            )
         else:
-            failures = _or(self.integer(table, (*base, "failures"), minimum=1), 3)
+            failures = _or(self.integer(table, (*base, "failures"), minimum=1), LIVENESS_FAILURES)
         chosen = [k for k in kinds if k in table and table[k] is not False]
         if not chosen and any(k in table for k in ("log", "notify") if k not in kinds):
             return None  # already reported: a readiness-only probe in [liveness]
