@@ -26,6 +26,7 @@ test: $(STAMP) lint typecheck
 lint: $(STAMP)
 	$(BIN)/ruff check vastinit tests benchmarks
 	$(BIN)/ruff format --check vastinit tests benchmarks
+	$(BIN)/lint-imports --no-cache  # a cache keyed on mtimes can miss a fresh edit
 
 typecheck: $(STAMP)
 	$(BIN)/mypy
