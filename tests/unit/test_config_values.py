@@ -91,7 +91,19 @@ def test_bad_signal_raises(value: str | int) -> None:
 
 @pytest.mark.parametrize(
     ("seconds", "text"),
-    [(0.3, "300ms"), (1, "1s"), (1.5, "1.5s"), (90, "1m30s"), (3600, "1h"), (0, "0ms")],
+    [
+        (0.3, "300ms"),
+        (0.999, "999ms"),
+        (1, "1s"),
+        (1.5, "1.5s"),
+        (1.2344, "1.234s"),  # milliseconds at most
+        (60.4, "1m"),  # past a minute, whole seconds
+        (61, "1m1s"),
+        (90, "1m30s"),
+        (3600, "1h"),
+        (3660, "1h1m"),
+        (0, "0ms"),
+    ],
 )
 def test_format_duration(seconds: float, text: str) -> None:
     assert format_duration(seconds) == text
