@@ -16,7 +16,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, rule
 
+from vastinit.control.formatting import FINE_STATES
 from vastinit.model import State
+from vastinit.supervisor import states
 from vastinit.supervisor.states import IllegalTransition, StateMachine
 
 S = State
@@ -132,9 +134,17 @@ def test_every_move_from_a_state_is_judged_as_the_model_judges_it(old: State) ->
             sm.set(new, "allowed by the model")
             assert sm.state is new
         else:
-            with pytest.raises(IllegalTransition):
+            with pytest.raises(IllegalTransition, match=f"^unit u: {old} -> {new} is not allowed"):
                 sm.set(new, "forbidden by the model")
             assert sm.state is old, f"{old.value} -> {new.value} changed the state"
+
+
+def test_the_state_groups_are_the_models() -> None:
+    assert states.ALIVE == ALIVE
+    # settled: no process and nothing pending, which includes a cron unit between runs
+    assert AT_REST | {S.SCHEDULED} == states.SETTLED
+    # `ctl status` (the fast client keeps its own copy, by value) is happy with the same
+    assert {s.value for s in states.FINE} == FINE_STATES
 
 
 @pytest.mark.xfail(
