@@ -328,6 +328,8 @@ class _Builder:
                 re.compile(literal)
             except re.error as exc:
                 problem = f"invalid regular expression {text!r}: {exc}"
+            except (RecursionError, OverflowError, MemoryError):
+                problem = f"regular expression too complex: {text[:60]!r}"
         elif kind == "http":
             problem = _url_problem(literal)
         elif kind == "tcp":
@@ -408,7 +410,7 @@ class _Builder:
         good_zone = True
         try:
             ZoneInfo(timezone)
-        except (ZoneInfoNotFoundError, ValueError):
+        except (ZoneInfoNotFoundError, ValueError, OSError):  # "Europe" is a directory
             good_zone = False
             self.report(
                 (*base, "timezone"),
