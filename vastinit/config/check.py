@@ -8,7 +8,7 @@ from pathlib import Path
 
 from vastinit import graph
 from vastinit.config.load import load_units
-from vastinit.errors import ConfigError
+from vastinit.errors import ConfigError, printable
 from vastinit.paths import default_unit_dirs
 
 
@@ -31,7 +31,8 @@ def main(argv: list[str]) -> int:
     if args.units:
         for directory in dirs:
             if not directory.is_dir():
-                print(f"vastinit check: note: {directory} is not a directory", file=sys.stderr)
+                note = printable(f"vastinit check: note: {directory} is not a directory")
+                print(note, file=sys.stderr)
     try:
         units = load_units(dirs)
     except ConfigError as exc:
@@ -46,7 +47,7 @@ def main(argv: list[str]) -> int:
         )
         return 2
     if not units:
-        print(f"no units found in {', '.join(str(d) for d in dirs)}")
+        print(printable(f"no units found in {', '.join(str(d) for d in dirs)}"))
         return 0
     enabled = {name: unit for name, unit in units.items() if unit.enabled}
     for index, layer in enumerate(graph.start_layers(enabled)):

@@ -3,12 +3,24 @@
 from __future__ import annotations
 
 import dataclasses
-import os
 import re
 from collections.abc import Mapping, Sequence
 
-from vastinit.config.expand import expand
+import structlog
+
+from vastinit.config.expand import MAX_EXPANSION, byte_size, expand
+from vastinit.config.files import MIB, FileRefused, format_size, read_bounded
+from vastinit.errors import ExpansionError
 from vastinit.model import Probe, Unit
+
+MAX_ENV_FILE = 1 * MIB
+"""The largest env file read; a larger one is skipped with a warning."""
+MAX_EXPANDED_TOTAL = 2 * MIB
+"""All of one unit's expanded ``environment`` values together (and, separately, all of its
+expanded command arguments): the kernel's default ARG_MAX, so that many keys that each
+expand to just under MAX_EXPANSION cannot add up to gigabytes."""
+
+log = structlog.get_logger("vastinit")
 
 _LINE = re.compile(r"\s*(?:export\s+)?([A-Za-z_][A-Za-z0-9_]*)\s*=\s*(.*?)\s*")
 _DOUBLE_QUOTED = re.compile(r'"((?:[^"\\]|\\.)*)"')
@@ -16,22 +28,41 @@ _DOUBLE_ESCAPES = {"n": "\n", "t": "\t", '"': '"', "\\": "\\", "$": "$"}
 
 
 def read_env_files(paths: Sequence[str]) -> dict[str, str]:
-    """KEY=VALUE pairs from ``paths`` in order (later files win); unreadable files are skipped."""
+    """KEY=VALUE pairs from ``paths`` in order (later files win).
+
+    Env files are optional by contract: a missing or unreadable one is skipped; one that is
+    not a regular file or is over MAX_ENV_FILE is skipped with a warning, never read (a FIFO
+    or a device never blocks). A line that cannot be an environment variable (a NUL byte, a
+    value over MAX_EXPANSION) is ignored with a warning.
+    """
     env: dict[str, str] = {}
     for path in paths:
-        if not os.path.isfile(path):
-            continue  # missing by contract; and never block on a FIFO or read a directory
         try:
-            with open(path, encoding="utf-8", errors="replace") as file:
-                text = file.read()
+            data = read_bounded(path, MAX_ENV_FILE, "env file")
+        except FileRefused as exc:
+            log.warning("env file skipped", path=str(path), reason=str(exc))
+            continue
         except OSError:
             continue  # missing or unreadable env files are optional by contract
-        for line in text.splitlines():
+        text = data.decode("utf-8", errors="replace")
+        for number, line in enumerate(text.splitlines(), 1):
             if line.lstrip().startswith("#"):
                 continue
             match = _LINE.fullmatch(line)
-            if match is not None:
-                env[match.group(1)] = _unquote(match.group(2))
+            if match is None:
+                continue
+            value = _unquote(match.group(2))
+            if "\0" in value:
+                log.warning("env file line ignored", path=str(path), line=number, reason="NUL byte")
+            elif byte_size(value) > MAX_EXPANSION:
+                log.warning(
+                    "env file line ignored",
+                    path=str(path),
+                    line=number,
+                    reason=f"value over {format_size(MAX_EXPANSION)}",
+                )
+            else:
+                env[match.group(1)] = value
     return env
 
 
@@ -50,36 +81,92 @@ def _unquote(value: str) -> str:
 
 
 def start_environment(unit: Unit, base: Mapping[str, str]) -> dict[str, str]:
-    """``base``, then ``unit.env_files`` re-read now, then ``unit.environment`` expanded."""
-    env = dict(base)
-    for path in unit.env_files:
+    """``base``, then ``unit.env_files`` re-read now, then ``unit.environment`` expanded.
+
+    Synchronous and thread-safe (call it through ``anyio.to_thread``). Never returns a
+    name or value that execve would refuse (NUL, ``=`` in a name): those are dropped.
+    Raises ExpansionError (a ValueError) when an expansion passes MAX_EXPANSION, or all
+    of the unit's expanded values together pass MAX_EXPANDED_TOTAL.
+    """
+    env = {k: v for k, v in base.items() if _settable(k, v)}
+    for index, path in enumerate(unit.env_files):
         # Each path sees what earlier files set, so "${WORKSPACE}/.env" can follow /etc/environment.
-        env.update(read_env_files([expand(path, env)]))
+        real = _expand_field(f"env_files[{index}]", path, env, MAX_EXPANSION)
+        env.update(read_env_files([real]))
+    budget = _Budget("the expanded environment values", MAX_EXPANDED_TOTAL)
     for key, value in unit.environment.items():
-        env[key] = expand(value, env)
-    return env
+        env[key] = budget.expand(f"environment.{key}", value, env)
+    return {k: v for k, v in env.items() if _settable(k, v)}
+
+
+def _settable(key: str, value: str) -> bool:
+    return bool(key) and "=" not in key and "\0" not in key and "\0" not in value
+
+
+def _expand_field(what: str, text: str, env: Mapping[str, str], limit: int) -> str:
+    try:
+        result = expand(text, env, limit=limit)
+    except ValueError as exc:
+        raise ExpansionError(f"{what}: {exc}") from None
+    if "\0" in result:
+        raise ExpansionError(f"{what}: contains a NUL byte")
+    return result
+
+
+class _Budget:
+    """MAX_EXPANSION per value and ``total`` for all of them, checked while expanding."""
+
+    def __init__(self, what: str, total: int) -> None:
+        self.what = what
+        self.left = total
+        self.total = total
+
+    def expand(self, field: str, text: str, env: Mapping[str, str]) -> str:
+        limit = min(MAX_EXPANSION, self.left)
+        try:
+            result = _expand_field(field, text, env, limit)
+        except ExpansionError:
+            if limit < MAX_EXPANSION:
+                raise ExpansionError(
+                    f"{field}: {self.what} of this unit add up to more than "
+                    f"{format_size(self.total)}"
+                ) from None
+            raise
+        self.left -= byte_size(result)
+        return result
 
 
 def resolve_unit(unit: Unit, env: Mapping[str, str]) -> Unit:
-    """A copy of ``unit`` with command, working_dir, probe targets and log.file expanded."""
-    log = unit.log
-    if log.file:
-        log = dataclasses.replace(log, file=expand(log.file, env))
+    """A copy of ``unit`` with command, working_dir, probe targets and log.file expanded.
+
+    Raises ExpansionError (a ValueError) when a field expands past MAX_EXPANSION (the
+    command's arguments together: MAX_EXPANDED_TOTAL) or would contain a NUL byte.
+    """
+    spec = unit.log
+    if spec.file:
+        spec = dataclasses.replace(
+            spec, file=_expand_field("log.file", spec.file, env, MAX_EXPANSION)
+        )
+    argv = _Budget("the expanded command arguments", MAX_EXPANDED_TOTAL)
     return dataclasses.replace(
         unit,
-        command=tuple(expand(arg, env) for arg in unit.command),
-        working_dir=None if unit.working_dir is None else expand(unit.working_dir, env),
-        readiness=_resolve_probe(unit.readiness, env),
-        liveness=_resolve_probe(unit.liveness, env),
-        log=log,
+        command=tuple(argv.expand(f"command[{i}]", arg, env) for i, arg in enumerate(unit.command)),
+        working_dir=None
+        if unit.working_dir is None
+        else _expand_field("working_dir", unit.working_dir, env, MAX_EXPANSION),
+        readiness=_resolve_probe("readiness", unit.readiness, env),
+        liveness=_resolve_probe("liveness", unit.liveness, env),
+        log=spec,
     )
 
 
-def _resolve_probe(probe: Probe | None, env: Mapping[str, str]) -> Probe | None:
+def _resolve_probe(section: str, probe: Probe | None, env: Mapping[str, str]) -> Probe | None:
     if probe is None:
         return None
+    field = f"{section}.{probe.kind.value}"
     if isinstance(probe.target, str):
-        target: str | tuple[str, ...] = expand(probe.target, env)
+        target: str | tuple[str, ...] = _expand_field(field, probe.target, env, MAX_EXPANSION)
     else:
-        target = tuple(expand(arg, env) for arg in probe.target)
+        argv = _Budget("the expanded probe arguments", MAX_EXPANDED_TOTAL)
+        target = tuple(argv.expand(f"{field}[{i}]", arg, env) for i, arg in enumerate(probe.target))
     return dataclasses.replace(probe, target=target)

@@ -18,10 +18,16 @@ from types import MappingProxyType
 from typing import Any
 
 from vastinit import graph
-from vastinit.config.locate import KeyPath, Locator
+from vastinit.config.files import MIB, FileRefused, read_bounded
+from vastinit.config.locate import KeyPath, Locator, too_deep_line
 from vastinit.config.validate import UNIT_NAME, build_unit, close_match, dotted
 from vastinit.errors import ConfigError, ConfigProblem
 from vastinit.model import Unit
+
+MAX_UNIT_FILE = 1 * MIB
+"""The largest unit file (or drop-in) vastinit reads; a real one is a few hundred bytes."""
+MAX_DEPTH = 32
+"""The deepest nesting of tables and arrays (including dotted keys) in a unit file."""
 
 _TOML_LINE = re.compile(r"\s*\(at line (\d+), column \d+\)$")
 _TOML_END = re.compile(r"\s*\(at end of document\)$")
@@ -72,16 +78,25 @@ def load_units(dirs: Sequence[Path]) -> dict[str, Unit]:
                     dropin, 0, name, f"drop-in for a unit that does not exist: no {name}.toml{hint}"
                 )
             continue
-        _read_and_merge(source, problems)
-        if not source.ok:
+        try:
+            _read_and_merge(source, problems)
+            if not source.ok:
+                continue
+            unit = build_unit(name, source.table, functools.partial(problems.at, source))
+        except Exception as exc:  # a bug on hostile input must be a problem, not a crash
+            problems.add(
+                source.base or Path(name), 0, name, f"internal error: {type(exc).__name__}: {exc}"
+            )
             continue
-        unit = build_unit(name, source.table, functools.partial(problems.at, source))
         units[name] = dataclasses.replace(
             unit, source=str(source.base), raw=MappingProxyType(source.table)
         )
     known = {name for name, s in sources.items() if s.base is not None}
-    _check_dependencies(units, sources, known, problems)
-    _check_exposed_ports(units, sources, problems)
+    try:
+        _check_dependencies(units, sources, known, problems)
+        _check_exposed_ports(units, sources, problems)
+    except Exception as exc:
+        problems.add(Path(dirs[0]) if dirs else Path("."), 0, "*", f"internal error: {exc!r}")
     if problems.items:
         raise ConfigError(sorted(problems.items, key=lambda p: (p.file, p.line)))
     return units
@@ -98,14 +113,16 @@ def _discover(dirs: Sequence[Path], problems: _Problems) -> dict[str, _Source]:
             # Hidden files are editor droppings (.#x.toml, .x.toml.swp), never units.
             if entry.name.startswith("."):
                 continue
-            if entry.suffix == ".toml" and entry.is_file():
+            # Anything named *.toml but a directory is a unit file: a FIFO or a device is
+            # then reported ("not a regular file"), never skipped in silence or read.
+            if entry.suffix == ".toml" and not entry.is_dir():
                 name = entry.name[: -len(".toml")]
                 if _valid_name(name, entry, problems):
                     # A later directory's NAME.toml replaces an earlier one whole.
                     sources.setdefault(name, _Source(name)).base = entry
             elif entry.name.endswith(".d") and entry.is_dir():
                 name = entry.name[: -len(".d")]
-                dropins = sorted(p for p in entry.glob("*.toml") if p.is_file())
+                dropins = sorted(p for p in entry.glob("*.toml") if not p.is_dir())
                 if dropins and _valid_name(name, entry, problems):
                     sources.setdefault(name, _Source(name)).dropins.extend(dropins)
     return sources
@@ -139,16 +156,30 @@ def _read_and_merge(source: _Source, problems: _Problems) -> None:
 
 def _parse(path: Path, unit: str, problems: _Problems) -> dict[str, Any] | None:
     try:
-        text = path.read_bytes().decode("utf-8")
+        data = read_bounded(path, MAX_UNIT_FILE, "unit file")
+    except FileRefused as exc:
+        problems.add(path, 0, unit, str(exc))
+        return None
     except OSError as exc:
         problems.add(path, 0, unit, f"cannot read: {exc.strerror or exc}")
         return None
+    try:
+        text = data.decode("utf-8")
     except UnicodeDecodeError as exc:
-        problems.add(path, 0, unit, f"not UTF-8 text (byte {exc.start})")
+        line = data.count(b"\n", 0, exc.start) + 1
+        problems.add(path, line, unit, f"not UTF-8 text (byte {exc.start})")
+        return None
+    too_deep = f"nested deeper than {MAX_DEPTH} levels of tables and arrays"
+    deep = too_deep_line(text, MAX_DEPTH)
+    if deep is not None:
+        problems.add(path, deep, unit, too_deep)
         return None
     problems.locators[path] = Locator(text)
     try:
-        return tomllib.loads(text)
+        table = tomllib.loads(text)
+    except RecursionError:
+        problems.add(path, 0, unit, too_deep)
+        return None
     except tomllib.TOMLDecodeError as exc:
         message = str(exc)
         line = 0
@@ -161,6 +192,31 @@ def _parse(path: Path, unit: str, problems: _Problems) -> dict[str, Any] | None:
             message = message[: end.start()]
         problems.add(path, line, unit, f"TOML syntax error: {message}")
         return None
+    deep_path = _too_deep(table, MAX_DEPTH)
+    if deep_path is not None:
+        problems.add(path, problems.locators[path].line(deep_path), unit, too_deep)
+        return None
+    return table
+
+
+def _too_deep(table: dict[str, Any], limit: int) -> KeyPath | None:
+    """The first key path whose value is nested more than ``limit`` levels, or None."""
+    stack: list[tuple[KeyPath, object, int]] = [((), table, 0)]
+    while stack:
+        path, value, depth = stack.pop()
+        items: list[tuple[str | int, object]]
+        if isinstance(value, dict):
+            items = list(value.items())
+        elif isinstance(value, list):
+            items = list(enumerate(value))
+        else:
+            continue
+        for key, child in items:
+            if isinstance(child, dict | list):
+                if depth + 1 > limit:
+                    return (*path, key)
+                stack.append(((*path, key), child, depth + 1))
+    return None
 
 
 def _merge(

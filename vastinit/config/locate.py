@@ -18,6 +18,7 @@ _DOTTED = rf"{_KEY_PART}(?:\.{_KEY_PART})*"
 _HEADER = re.compile(rf"\s*(\[\[|\[)({_DOTTED})(\]\]|\])")
 _ASSIGN = re.compile(rf"({_DOTTED})=")
 _PART = re.compile(rf"\s*({_BARE}|{_QUOTED})\s*")
+_MAX_PARTS = 64
 
 
 class Locator:
@@ -37,7 +38,8 @@ class Locator:
 
     def _record(self, path: KeyPath, line: int) -> None:
         # Parents too, so that `a.b = 1` locates the implicit table `a`; first mention wins.
-        for size in range(1, len(path) + 1):
+        # Bounded: a path deeper than any valid unit is located by its first parts.
+        for size in range(1, min(len(path), _MAX_PARTS) + 1):
             self._lines.setdefault(path[:size], line)
 
     def _scan(self, text: str) -> None:
@@ -122,3 +124,85 @@ class _State:
                 elif char in "]}":
                     self.depth -= 1
                 i += 1
+
+
+_INTEREST = re.compile(r"[\[\]{}\"'#\n.=,]")
+_BASIC_STOP = re.compile(r"[\\\"\n]")
+
+
+def too_deep_line(text: str, limit: int) -> int | None:
+    """The line where brackets nest, or a dotted key has parts, beyond ``limit``; else None.
+
+    A linear pre-scan run before the TOML parser, which recurses on nested arrays and
+    inline tables and is slow on very long dotted keys. Strings and comments are skipped.
+    """
+    if text.count("[") + text.count("{") <= limit and text.count(".") <= limit:
+        return None
+    depth = 0
+    dots = 0  # dots of the key (or header) being read; any other token starts a new one
+    line = 1
+    pos = 0
+    end = len(text)
+    while True:
+        match = _INTEREST.search(text, pos)
+        if match is None:
+            return None
+        pos = match.start()
+        char = text[pos]
+        pos += 1
+        if char == ".":
+            dots += 1
+            if dots >= limit:
+                return line
+            continue
+        dots = 0
+        if char == "\n":
+            line += 1
+        elif char == "#":
+            newline = text.find("\n", pos)
+            pos = end if newline < 0 else newline
+        elif char in "[{":
+            depth += 1
+            if depth > limit:
+                return line
+        elif char in "]}":
+            depth = max(0, depth - 1)
+        elif char in "\"'":
+            pos, line = _skip_string(text, pos - 1, line)
+
+
+def _skip_string(text: str, start: int, line: int) -> tuple[int, int]:
+    """The position after the string that opens at ``start``, and the line it ends on.
+    An unterminated single-line string ends at its line's end (the parser reports it)."""
+    quote = text[start]
+    delim = quote * 3 if text.startswith(quote * 3, start) else quote
+    pos = start + len(delim)
+    end = len(text)
+    while pos < end:
+        if quote == "'":
+            closing = text.find(delim, pos)
+            newline = text.find("\n", pos)
+            if len(delim) == 1 and 0 <= newline < (closing if closing >= 0 else end):
+                return newline, line
+            if closing < 0:
+                return end, line + text.count("\n", pos)
+            return closing + len(delim), line + text.count("\n", pos, closing)
+        match = _BASIC_STOP.search(text, pos)
+        if match is None:
+            return end, line
+        pos = match.start()
+        char = text[pos]
+        if char == "\\":
+            if text.startswith("\n", pos + 1):
+                line += 1
+            pos += 2
+        elif char == "\n":
+            if len(delim) == 1:
+                return pos, line
+            line += 1
+            pos += 1
+        elif text.startswith(delim, pos):
+            return pos + len(delim), line
+        else:
+            pos += 1
+    return end, line

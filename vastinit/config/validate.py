@@ -16,7 +16,8 @@ from types import MappingProxyType, UnionType
 from typing import Any, TypeVar
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from vastinit.config.expand import expand, template_problem
+from vastinit.config.expand import MAX_EXPANSION, byte_size, expand, template_problem
+from vastinit.config.files import MIB, format_size
 from vastinit.config.locate import KeyPath
 from vastinit.config.values import (
     DURATION_HINT,
@@ -60,6 +61,8 @@ N = TypeVar("N", int, float)
 
 UNIT_NAME = re.compile(r"[A-Za-z0-9_.@-]+")
 ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+# environ.MAX_EXPANDED_TOTAL (not imported: environ imports this package's loader)
+_EXPANDED_TOTAL = 2 * MIB
 
 _TOP = (
     "description",
@@ -202,10 +205,32 @@ class _Builder:
                 self.report(
                     path, f"{dotted(path)}: expected a string, got {type_name(value)}{hint}"
                 )
-            else:
-                self.template(path, value)
+            elif self.template(path, value):
                 env[key] = value
+        self.static_expansion(env)
         return MappingProxyType(env)
+
+    def static_expansion(self, env: Mapping[str, str]) -> None:
+        """Expand ``environment`` as a start would with nothing set: a value (or all of
+        them) too large is already certain here (an expansion bomb), so report it now."""
+        seen: dict[str, str] = {}
+        left = _EXPANDED_TOTAL
+        for key, value in env.items():
+            limit = min(MAX_EXPANSION, left)
+            try:
+                seen[key] = expand(value, seen, limit=limit)
+            except ValueError as exc:
+                path: KeyPath = ("environment", key)
+                if limit < MAX_EXPANSION:
+                    self.report(
+                        path,
+                        f"{dotted(path)}: the expanded environment values add up to more "
+                        f"than {format_size(_EXPANDED_TOTAL)}",
+                    )
+                else:
+                    self.report(path, f"{dotted(path)}: {exc}")
+                return
+            left -= byte_size(seen[key])
 
     def condition(self, t: Table) -> Condition:
         table = self.table(t, ("condition",))
@@ -317,6 +342,8 @@ class _Builder:
                 re.compile(literal)
             except re.error as exc:
                 problem = f"invalid regular expression {text!r}: {exc}"
+            except (RecursionError, OverflowError, MemoryError):
+                problem = f"regular expression too complex: {text[:60]!r}"
         elif kind == "http":
             problem = _url_problem(literal)
         elif kind == "tcp":
@@ -397,7 +424,7 @@ class _Builder:
         good_zone = True
         try:
             ZoneInfo(timezone)
-        except (ZoneInfoNotFoundError, ValueError):
+        except (ZoneInfoNotFoundError, ValueError, OSError):  # "Europe" is a directory
             good_zone = False
             self.report(
                 (*base, "timezone"),
@@ -488,6 +515,8 @@ class _Builder:
             return None
         if template:
             self.template(path, value)
+        elif not self.no_nul(path, value):
+            return None
         return value
 
     def strings(self, t: Table, path: KeyPath, *, template: bool = False) -> tuple[str, ...] | None:
@@ -504,6 +533,8 @@ class _Builder:
                 ok = False
             elif template:
                 self.template((*path, i), item)
+            else:
+                ok = self.no_nul((*path, i), item) and ok
         return tuple(value) if ok else None
 
     def boolean(self, t: Table, path: KeyPath) -> bool | None:
@@ -577,10 +608,24 @@ class _Builder:
             )
             return None
 
-    def template(self, path: KeyPath, text: str) -> None:
+    def template(self, path: KeyPath, text: str) -> bool:
+        """Report a NUL byte or a malformed template in ``text``; True when it is fine."""
+        if not self.no_nul(path, text):
+            return False
         problem = template_problem(text)
         if problem is not None:
             self.report(path, f"{dotted(path)}: {problem}")
+            return False
+        return True
+
+    def no_nul(self, path: KeyPath, text: str) -> bool:
+        # execve cannot pass a NUL byte in an argument, a variable or a path.
+        if "\0" in text:
+            self.report(
+                path, f"{dotted(path)}: contains a NUL byte (\\x00), which no program can receive"
+            )
+            return False
+        return True
 
 
 def _or(value: T | None, default: T) -> T:
