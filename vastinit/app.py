@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import asyncio
 import gc
 import os
 import sys
@@ -72,16 +73,31 @@ def main_run(argv: list[str]) -> int:
         except ControlError as exc:
             print(f"vastinit: {exc}", file=sys.stderr)
             return 2
+    from vastinit.health.notify import remove_notify_dir
+
     try:
         code: int = anyio.run(_run, units, unit_dirs, log_dir, listener)
+    except Exception:
+        # A failure outside the supervisor's own fence (_run stops every unit itself when
+        # it can): say what it was, and exit non-zero with everything cleaned up.
+        import traceback
+
+        traceback.print_exc()
+        code = EXIT_INTERNAL_ERROR
     finally:
         if listener is not None:
             listener.close()
+        # os._exit below skips atexit: remove the notify sockets' directory here.
+        remove_notify_dir()
     # Everything is stopped and flushed: skip the interpreter's teardown (40-90 ms of module
     # and object finalisation) so `docker stop` returns as soon as the units are gone.
     sys.stdout.flush()
     sys.stderr.flush()
     os._exit(code)
+
+
+# vastinit itself failed (a bug in the supervisor, not in a unit): EX_SOFTWARE.
+EXIT_INTERNAL_ERROR = 70
 
 
 def gpu_environment() -> dict[str, str]:
@@ -122,6 +138,7 @@ async def _run(
     from vastinit.logs.mux import LogMux
     from vastinit.proc.reaper import Reaper, become_subreaper
     from vastinit.supervisor.commands import SupervisorCommands
+    from vastinit.supervisor.loop_errors import LoopErrorLimiter
     from vastinit.supervisor.manager import Manager
     from vastinit.supervisor.pid1 import SignalQueue, is_pid1, serve_signals
     from vastinit.supervisor.reload import make_reloader
@@ -130,6 +147,8 @@ async def _run(
     console = ConsoleSink(1, fmt=fmt)
     configure_structlog(console, fmt)
     log = structlog.get_logger("vastinit")
+    loop = asyncio.get_running_loop()
+    loop.set_exception_handler(LoopErrorLimiter(loop))
     reaper = Reaper()
     reaper.install()
     signals = SignalQueue()
@@ -144,7 +163,10 @@ async def _run(
         listener.path if listener is not None else None,
         os.path.dirname(sys.executable),
     )
-    base_env.setdefault("GPU_COUNT", gpu_environment()["GPU_COUNT"])
+    if "GPU_COUNT" not in base_env:
+        # NVML can take seconds (or hang on a sick driver): never on the loop.
+        gpu = await anyio.to_thread.run_sync(gpu_environment, abandon_on_cancel=True)
+        base_env["GPU_COUNT"] = gpu["GPU_COUNT"]
     manager = Manager(
         units, reaper=reaper, mux=mux, base_env=base_env, runner_setup=_runner_setup()
     )
@@ -162,6 +184,14 @@ async def _run(
                 await start_control_server(tg, SupervisorCommands(manager, reloader), listener)
             code = await serve_signals(manager, reloader.on_signal, signals)
             tg.cancel_scope.cancel()
+    except Exception:
+        # Only a failure of vastinit's own machinery gets here (units, clients, probes and
+        # reloads are fenced where they run). No unit may outlive its supervisor: stop
+        # every group by its stop rule, SIGKILL what is left, then exit non-zero.
+        log.exception("vastinit failed; stopping every unit before exiting")
+        with anyio.CancelScope(shield=True):
+            await manager.emergency_stop()
+        code = EXIT_INTERNAL_ERROR
     finally:
         log.info("vastinit exiting", code=code)
         await console.drain(2.0)

@@ -68,6 +68,13 @@ class ProbeKind(enum.Enum):
     NOTIFY = "notify"
 
 
+class MissingProgram(enum.Enum):
+    """What a start does when the unit's program is not installed."""
+
+    FAIL = "fail"  # the unit is failed: "program not found: X" (a typo should be visible)
+    SKIP = "skip"  # the unit is skipped (an optional part of a stack, as the shipped units)
+
+
 class Overlap(enum.Enum):
     SKIP = "skip"
     ALLOW = "allow"
@@ -168,6 +175,7 @@ class Unit:
     environment: Mapping[str, str] = field(default_factory=_frozen_map)
     env_files: tuple[str, ...] = ()
     enabled: bool = True
+    missing_program: MissingProgram = MissingProgram.FAIL
     condition: Condition = field(default_factory=Condition)
     depends_on: Mapping[str, DependencyCondition] = field(
         default_factory=lambda: MappingProxyType({})

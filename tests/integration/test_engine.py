@@ -236,8 +236,15 @@ def test_as_pid1_reaps_1000_orphans_and_exits_0_on_sigterm(
     assert v.terminate() == 0
 
 
-def test_missing_program_is_skipped_not_crash_looped(units_dir: Path, vastinit_run: Start) -> None:
-    write_unit(units_dir, "optional", 'command = ["surely-not-installed-vastinit-tool", "--x"]')
+def test_missing_program_fails_or_is_skipped_never_crash_looped(
+    units_dir: Path, vastinit_run: Start
+) -> None:
+    write_unit(units_dir, "typo", 'command = ["surely-not-installed-vastinit-tool", "--x"]')
+    write_unit(
+        units_dir,
+        "optional",
+        'command = ["surely-not-installed-vastinit-tool", "--x"]\nmissing_program = "skip"',
+    )
     write_unit(
         units_dir,
         "badcwd",
@@ -252,6 +259,11 @@ def test_missing_program_is_skipped_not_crash_looped(units_dir: Path, vastinit_r
         "program not found: surely-not-installed-vastinit-tool"
     )
     assert v.states("optional").count("starting") == 1
+    v.wait_state("typo", "failed")
+    assert v.event("typo", "failed")["cause"] == (
+        "program not found: surely-not-installed-vastinit-tool"
+    )
+    assert v.states("typo").count("starting") == 1
     v.wait_state("badcwd", "failed")
     assert "working_dir /surely/not/a/dir does not exist" in v.event("badcwd", "failed")["cause"]
     assert v.terminate() == 0

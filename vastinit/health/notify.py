@@ -50,6 +50,15 @@ def notify_dir() -> Path:
     return _dir
 
 
+def remove_notify_dir() -> None:
+    """Remove this process's notify directory now (``vastinit run`` ends with ``os._exit``,
+    which skips the atexit clean-up registered by ``notify_dir``)."""
+    global _dir
+    if _dir is not None:
+        shutil.rmtree(_dir, ignore_errors=True)
+        _dir = None
+
+
 def _runtime_base() -> str:
     if os.geteuid() == 0 and os.access("/run", os.W_OK):
         return "/run"

@@ -1,13 +1,19 @@
 """Start a unit's process in its own session, with clean fds, /dev/null stdin and its user.
 
 ``subprocess.Popen`` is used for the fork/exec only: its ``wait``/``poll`` are never
-called, and ``returncode`` is filled in by us once the reaper has the status, so Popen's
-own clean-up never calls ``waitpid`` behind the reaper's back.
+called, and ``returncode`` is filled in the moment the reaper has the status (a callback on
+the reaper's future), so Popen's finaliser never calls ``waitpid`` behind the reaper's back,
+even for a Child that was dropped before anyone awaited it.
+
+Errors: ``SpawnError`` with a one-line reason; ``ProgramNotFound`` when the program is not
+installed; ``TransientSpawnError`` when the kernel is out of a resource (fds, processes,
+memory) and a later try may well succeed.
 """
 
 from __future__ import annotations
 
 import asyncio
+import errno
 import grp
 import os
 import pwd
@@ -20,6 +26,22 @@ from vastinit.errors import ProgramNotFound, SpawnError
 from vastinit.proc.reaper import Reaper
 from vastinit.proc.status import ExitStatus
 
+# errnos that mean "out of a resource right now" (fds, processes, memory): worth a retry.
+TRANSIENT_ERRNOS = frozenset({errno.EMFILE, errno.ENFILE, errno.EAGAIN, errno.ENOMEM})
+
+
+class TransientSpawnError(SpawnError):
+    """The kernel is out of a resource (EMFILE, ENFILE, EAGAIN, ENOMEM): a later try may
+    succeed, so the unit takes its restart path instead of failing for good."""
+
+
+def spawn_os_error(what: str, exc: OSError) -> SpawnError:
+    """``exc`` (from pipe2, fork or exec) as the SpawnError it stands for."""
+    reason = f"{what}: {exc.strerror or exc}"
+    if exc.errno in TRANSIENT_ERRNOS:
+        return TransientSpawnError(reason)
+    return SpawnError(reason)
+
 
 @dataclass
 class Child:
@@ -30,6 +52,19 @@ class Child:
     _popen: subprocess.Popen[bytes]
     _status: asyncio.Future[int]
     exit_status: ExitStatus | None = field(default=None)
+
+    def __post_init__(self) -> None:
+        # The reaper is the only owner of waitpid: as soon as it has this pid's status,
+        # Popen learns it is reaped, so neither its finaliser (which would call waitpid
+        # when a dropped Child's Popen is collected) nor anything else waits again.
+        self._status.add_done_callback(self._reaped)
+
+    def _reaped(self, future: asyncio.Future[int]) -> None:
+        if future.cancelled():
+            return
+        if self.exit_status is None:
+            self.exit_status = ExitStatus.from_wait_status(future.result())
+        self._popen.returncode = self.exit_status.shell_code
 
     @property
     def pgid(self) -> int:
@@ -43,10 +78,8 @@ class Child:
         """Wait for the main process to exit (reaped by the Reaper) and return how."""
         raw = await asyncio.shield(self._status)
         if self.exit_status is None:
-            self.exit_status = ExitStatus.from_wait_status(raw)
-            # Tell Popen the child is reaped so its finaliser never waits for it.
-            self._popen.returncode = self.exit_status.shell_code
-        return self.exit_status
+            self._reaped(self._status)
+        return self.exit_status or ExitStatus.from_wait_status(raw)
 
 
 @dataclass(frozen=True)
@@ -67,7 +100,7 @@ def resolve_identity(user: str | None, group: str | None) -> Identity:
     if user is not None:
         try:
             pw = pwd.getpwuid(int(user)) if user.isdigit() else pwd.getpwnam(user)
-        except KeyError:
+        except (KeyError, ValueError, OverflowError):
             raise SpawnError(f"unknown user {user!r}") from None
         uid, gid = pw.pw_uid, pw.pw_gid
         groups = tuple(g.gr_gid for g in grp.getgrall() if pw.pw_name in g.gr_mem)
@@ -77,7 +110,7 @@ def resolve_identity(user: str | None, group: str | None) -> Identity:
     if group is not None:
         try:
             gid = grp.getgrgid(int(group)).gr_gid if group.isdigit() else grp.getgrnam(group).gr_gid
-        except KeyError:
+        except (KeyError, ValueError, OverflowError):
             raise SpawnError(f"unknown group {group!r}") from None
     return Identity(uid, gid, groups, env)
 
@@ -92,20 +125,22 @@ def spawn(
     group: str | None = None,
     stdout: int | None = None,
     stderr: int | None = None,
+    identity: Identity | None = None,
 ) -> Child:
     """Start ``argv`` in a new session (pgid = pid) with stdin on /dev/null.
 
     ``stdout``/``stderr`` are fds the child gets (the caller closes its copies). Raises
-    SpawnError with a one-line reason when the program cannot be started.
+    SpawnError with a one-line reason when the program cannot be started. ``identity``:
+    ``resolve_identity(user, group)`` done beforehand (off the loop: it may read NSS).
     """
     if not argv:
         raise SpawnError("empty command")
-    ident = resolve_identity(user, group)
+    ident = identity if identity is not None else resolve_identity(user, group)
     if ident.uid is not None and ident.uid == os.geteuid() and group is None:
         ident = Identity(None, None, None, ident.env)  # already that user: nothing to switch
     full_env = {**ident.env, **env} if ident.env else dict(env)
-    if cwd is not None and not os.path.isdir(cwd):
-        raise SpawnError(f"working_dir {cwd} does not exist")
+    if cwd is not None and ("\0" in cwd or not os.path.isdir(cwd)):
+        raise SpawnError(f"working_dir {cwd} does not exist".replace("\0", "\\0"))
     try:
         popen = subprocess.Popen(
             list(argv),
@@ -125,7 +160,10 @@ def spawn(
     except PermissionError as exc:
         raise SpawnError(f"cannot execute {argv[0]}: {exc.strerror}") from None
     except OSError as exc:
-        raise SpawnError(f"cannot start {argv[0]}: {exc.strerror or exc}") from None
+        raise spawn_os_error(f"cannot start {argv[0]}", exc) from None
+    except ValueError as exc:
+        # A NUL byte in an argument, a variable or the working dir: no retry will help.
+        raise SpawnError(f"cannot start {argv[0]!r}: {exc}") from None
     # Registered before any await: the reaper runs only on the loop, so it can't miss it.
     status = reaper.watch(popen.pid)
     return Child(pid=popen.pid, started_at=time.monotonic(), _popen=popen, _status=status)

@@ -29,7 +29,7 @@ from vastinit.logs.ring import LogSubscription
 from vastinit.model import State, UnitType
 from vastinit.proc.status import signal_name
 from vastinit.supervisor.manager import Manager
-from vastinit.supervisor.reload import Reloader
+from vastinit.supervisor.reload import Reloader, ReloadFailed
 from vastinit.supervisor.states import FINE
 from vastinit.supervisor.unit import UnitRunner
 
@@ -259,7 +259,10 @@ class SupervisorCommands:
     async def reload(self, *, dry_run: bool) -> ReloadResult:
         if not dry_run:
             self._refuse_when_shutting_down()
-        plan = await self.reloader.reload(dry_run=dry_run)
+        try:
+            plan = await self.reloader.reload(dry_run=dry_run)
+        except ReloadFailed as exc:
+            raise CommandRefused(str(exc), code="reload_failed", status=500) from exc
         return ReloadResult(dry_run, plan.added, plan.removed, plan.changed, plan.unchanged)
 
     def _check_log_names(self, names: Sequence[str]) -> None:

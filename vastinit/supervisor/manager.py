@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-import asyncio
 import difflib
+import signal
 from collections.abc import Callable, Iterable, Mapping
 
 import anyio
@@ -13,10 +13,11 @@ from anyio.abc import TaskGroup
 from vastinit.errors import UnknownUnitError
 from vastinit.logs.mux import LogMux
 from vastinit.model import State, Unit
-from vastinit.proc.group import kill_group
+from vastinit.proc.group import kill_group, signal_group
 from vastinit.proc.reaper import Reaper
 from vastinit.supervisor.policy import DependencyView, SkipKind
 from vastinit.supervisor.states import Transition
+from vastinit.supervisor.stopping import stop_child
 from vastinit.supervisor.unit import UnitRunner, UnitStatus
 
 log = structlog.get_logger("vastinit")
@@ -43,12 +44,14 @@ class Manager:
         self.units: dict[str, Unit] = dict(units)
         self.runners: dict[str, UnitRunner] = {}
         self._setup = list(runner_setup)
-        self._changed = asyncio.Event()
+        # One anyio.Event per "generation" of state: notify() sets the current one (waking
+        # every waiter at once) and starts the next.
+        self._changed = anyio.Event()
         self._tg: TaskGroup | None = None
         self._scopes: dict[str, anyio.CancelScope] = {}
         self.shutting_down = False
         self.exit_code = 0
-        self.shutdown_requested = asyncio.Event()
+        self.shutdown_requested = anyio.Event()
         self.transition_listeners: list[Callable[[Transition], None]] = []
 
     # ---- RunnerContext ----------------------------------------------------------------
@@ -73,7 +76,7 @@ class Manager:
         await self._changed.wait()
 
     def notify(self) -> None:
-        event, self._changed = self._changed, asyncio.Event()
+        event, self._changed = self._changed, anyio.Event()
         event.set()
 
     def on_transition(self, transition: Transition) -> None:
@@ -107,22 +110,14 @@ class Manager:
             self._begin(runner, "boot")
 
     def _begin(self, runner: UnitRunner, cause: str) -> None:
-        """Start the runner's unit, or mark it skipped when its spec says enabled = false."""
+        """Ask the runner to start its unit, or to mark it skipped when its spec says
+        enabled = false (the unit's own task makes either move)."""
         if self.shutting_down:
             return  # a reload that races a shutdown must not start anything
         if runner.unit.enabled:
             runner.start(cause)
-            return
-        if runner.state is State.SKIPPED and runner.skip_kind is SkipKind.DISABLED:
-            return
-        # The table has no move into SKIPPED from a finished state: pass through
-        # stopped -> inactive, as a freshly booted disabled unit would start from.
-        if runner.state not in (State.STOPPED, State.INACTIVE):
-            runner.sm.set(State.STOPPED, "unit disabled")
-        if runner.state is State.STOPPED:
-            runner.sm.set(State.INACTIVE, "unit disabled")
-        runner.skip_kind = SkipKind.DISABLED
-        runner.sm.set(State.SKIPPED, "disabled (enabled = false)")
+        elif not (runner.state is State.SKIPPED and runner.skip_kind is SkipKind.DISABLED):
+            runner.disable("unit disabled")
 
     def _add_runner(self, unit: Unit) -> UnitRunner:
         assert self._tg is not None
@@ -135,26 +130,34 @@ class Manager:
 
         async def task() -> None:
             with scope:
-                try:
-                    await runner.main()
-                except Exception:
-                    # A bug in one unit's lifecycle must not take PID 1 (and with it the
-                    # container) down: log it, kill what the unit left, keep the others.
-                    log.exception("unit task crashed; the unit is abandoned", unit=unit.name)
-                    await self._abandon(runner)
+                while True:
+                    try:
+                        await runner.main()
+                        return
+                    except Exception as exc:
+                        # runner.main fences each activation itself; this is the last
+                        # line: the unit is failed, its group killed, and its task runs
+                        # on, so a later start works. PID 1 is never taken down by it.
+                        await runner.crashed(exc)
 
         self._tg.start_soon(task)
         return runner
 
-    async def _abandon(self, runner: UnitRunner) -> None:
-        child = runner.child
-        if child is not None:
-            with anyio.CancelScope(shield=True):
+    async def emergency_stop(self, grace: float = 30.0) -> None:
+        """The last resort when vastinit itself is dying of a bug (the unit tasks are gone):
+        stop every unit's process group by its stop rule, all at once, then SIGKILL every
+        group that is still there after ``grace`` seconds. No unit outlives vastinit."""
+        self.shutting_down = True
+        children = [(r, r.child) for r in self.runners.values() if r.child is not None]
+        with anyio.move_on_after(grace):
+            async with anyio.create_task_group() as tg:
+                for runner, child in children:
+                    tg.start_soon(stop_child, child, runner.unit.stop, self.reaper)
+        for _, child in children:
+            signal_group(child.pgid, signal.SIGKILL)
+        with anyio.move_on_after(5.0):
+            for _, child in children:
                 await kill_group(child.pgid, self.reaper)
-        runner.child = None
-        runner.active = False
-        runner.hold()
-        self.notify()
 
     async def remove_runner(self, name: str) -> None:
         """Stop a unit and forget it (used by reload for units whose file is gone)."""
@@ -181,7 +184,10 @@ class Manager:
         """Give ``unit.name``'s runner the new spec: stop it, swap the spec, and start it
         again unless it had been stopped by hand (a disabled spec leaves it skipped)."""
         runner = self.runner(unit.name)
-        wanted = runner.start_pending or runner.state not in (State.STOPPED, State.INACTIVE)
+        # Whether it should run is the runner's explicit flag (start/restart set it, stop
+        # clears it), not inferred from its state: a unit stopped by hand is still
+        # `stopping` when a reload lands during its stop, and must stay stopped.
+        wanted = runner.wanted
         await self.stop_and_wait(unit.name, cause)
         self.units[unit.name] = unit
         runner.replace_spec(unit)

@@ -63,6 +63,22 @@ def after_exit(
     return Decision(AfterExit.RESTART, what)
 
 
+def after_spawn_error(
+    policy: RestartPolicy, reason: str, restarts: Sequence[float], now: float
+) -> Decision:
+    """What to do when a start failed for want of a resource (EMFILE, EAGAIN, ...): try
+    again after the backoff delay whatever the restart mode (the program never ran), but
+    count the try toward the crash-loop limit, so a lasting shortage ends in ``failed``."""
+    recent = sum(1 for t in restarts if now - t < policy.window)
+    if recent >= policy.limit:
+        return Decision(
+            AfterExit.FAILED,
+            f"{reason}; restart limit reached ({recent} restarts within "
+            f"{format_duration(policy.window)})",
+        )
+    return Decision(AfterExit.RESTART, reason)
+
+
 def backoff_delay(policy: RestartPolicy, consecutive_failures: int) -> float:
     """Delay before restart number ``consecutive_failures`` (1-based): doubling, capped."""
     if consecutive_failures <= 1 or policy.delay <= 0:

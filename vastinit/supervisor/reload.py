@@ -3,6 +3,10 @@
 All or nothing: if any file is invalid, nothing changes and every problem is reported.
 Otherwise removed units are stopped and forgotten, changed ones restarted with their new
 spec, added ones started, and unchanged ones are not touched (same process, same pid).
+
+The files are read off the event loop (a worker thread), so a huge or slow unit or env
+file never stalls the supervisor. A reload that fails for any other reason (a bug) is
+refused the same way: logged with its traceback, the old configuration kept.
 """
 
 from __future__ import annotations
@@ -15,7 +19,7 @@ import anyio
 import structlog
 
 from vastinit.config import load_units, start_environment
-from vastinit.errors import ConfigError
+from vastinit.errors import ConfigError, VastinitError
 from vastinit.model import State, Unit
 from vastinit.supervisor.manager import Manager
 from vastinit.supervisor.policy import SkipKind
@@ -35,23 +39,40 @@ class ReloadPlan:
     units: Mapping[str, Unit] = field(default_factory=dict)
 
 
-def unit_changed(running: Unit, new: Unit, base_env: Mapping[str, str], digest: str | None) -> bool:
+class ReloadFailed(VastinitError):
+    """A reload failed for a reason other than invalid unit files (a bug); logged with its
+    traceback. The message says whether the old configuration was kept."""
+
+
+async def unit_changed(
+    running: Unit, new: Unit, base_env: Mapping[str, str], digest: str | None
+) -> bool:
     """Whether ``new`` differs from ``running``: the spec (with its raw table), or what its
     env_files say now compared with the last start's environment (``digest``)."""
     if new != running:
         return True
     if digest is None or not new.env_files:
         return False  # never started: its next start reads the env files anyway
-    return env_digest(start_environment(new, base_env)) != digest
+    try:
+        env = await anyio.to_thread.run_sync(
+            start_environment, new, base_env, abandon_on_cancel=True
+        )
+    except (ValueError, VastinitError) as exc:
+        # Its next start will fail with this: restart it so the failure shows now.
+        log.warning(
+            "reload: the environment of a unit cannot be built", unit=new.name, error=str(exc)
+        )
+        return True
+    return env_digest(env) != digest
 
 
-def plan_reload(manager: Manager, units: Mapping[str, Unit]) -> ReloadPlan:
+async def plan_reload(manager: Manager, units: Mapping[str, Unit]) -> ReloadPlan:
     """Compare the freshly loaded ``units`` with the manager's runners."""
     running = manager.runners
     changed, unchanged = [], []
     for name in sorted(set(units) & set(running)):
         runner = running[name]
-        if unit_changed(runner.unit, units[name], manager.base_env, runner.start_env_digest):
+        if await unit_changed(runner.unit, units[name], manager.base_env, runner.start_env_digest):
             changed.append(name)
         else:
             unchanged.append(name)
@@ -100,11 +121,24 @@ class Reloader:
 
     async def reload(self, *, dry_run: bool = False) -> ReloadPlan:
         """Re-read the unit files and apply the difference (not with ``dry_run``); raises
-        ConfigError with every problem, having changed nothing."""
+        ConfigError with every problem, having changed nothing, or ReloadFailed (any other
+        error, logged with its traceback)."""
         async with self._lock:
             # A reload waits for the one before it, so it diffs against the units that one
             # left, never against a half-applied state.
-            plan = plan_reload(self.manager, load_units(self.unit_dirs))
+            try:
+                units = await anyio.to_thread.run_sync(
+                    load_units, self.unit_dirs, abandon_on_cancel=True
+                )
+                plan = await plan_reload(self.manager, units)
+            except ConfigError:
+                raise
+            except Exception as exc:
+                log.exception("reload refused; old configuration kept")
+                raise ReloadFailed(
+                    f"reload refused; old configuration kept: internal error: "
+                    f"{type(exc).__name__}: {exc}"
+                ) from exc
             if dry_run:
                 return plan
             log.info(
@@ -114,17 +148,30 @@ class Reloader:
                 changed=plan.changed,
                 unchanged=len(plan.unchanged),
             )
-            await apply_reload(self.manager, plan)
+            try:
+                await apply_reload(self.manager, plan)
+            except Exception as exc:
+                log.exception("reload failed while being applied")
+                raise ReloadFailed(
+                    f"reload failed while being applied (some units may have their new "
+                    f"configuration): internal error: {type(exc).__name__}: {exc}"
+                ) from exc
             return plan
 
     async def on_signal(self) -> None:
-        """SIGHUP: reload, logging every problem instead of raising (nothing is changed)."""
+        """SIGHUP: reload, logging every problem instead of raising. Nothing here may end
+        vastinit: an unexpected error is logged (once, with its traceback) and the reload
+        refused."""
         try:
             await self.reload()
         except ConfigError as exc:
             for problem in exc.problems:
                 log.error("reload: invalid unit file", problem=str(problem))
             log.error("reload refused; nothing changed", problems=len(exc.problems))
+        except ReloadFailed:
+            pass  # logged with its traceback by reload()
+        except Exception:
+            log.exception("reload refused; old configuration kept")
 
 
 def make_reloader(manager: Manager, unit_dirs: Sequence[Path]) -> Reloader:

@@ -14,7 +14,7 @@ from vastinit.model import State
 S = State
 
 # Every legal move. Anything else is a bug in the supervisor and raises.
-TRANSITIONS: Mapping[State, frozenset[State]] = {
+_TABLE: Mapping[State, frozenset[State]] = {
     S.INACTIVE: frozenset({S.WAITING, S.SKIPPED, S.STOPPED}),
     S.WAITING: frozenset({S.STARTING, S.SKIPPED, S.STOPPED, S.SCHEDULED}),
     S.STARTING: frozenset({S.RUNNING, S.BACKOFF, S.FAILED, S.STOPPED, S.SCHEDULED, S.SKIPPED}),
@@ -31,6 +31,11 @@ TRANSITIONS: Mapping[State, frozenset[State]] = {
     S.FAILED: frozenset({S.WAITING, S.STOPPED}),
     S.SKIPPED: frozenset({S.WAITING, S.STOPPED}),
     S.SCHEDULED: frozenset({S.STARTING, S.STOPPED, S.SKIPPED}),
+}
+# The bug barrier's move: a unit whose task hit an unexpected exception becomes FAILED
+# ("internal error: ...") from whatever state it was in, so FAILED is legal from every state.
+TRANSITIONS: Mapping[State, frozenset[State]] = {
+    old: moves | {S.FAILED} for old, moves in _TABLE.items()
 }
 
 # States in which no process of the unit exists and nothing is pending.

@@ -1,13 +1,18 @@
 """One unit's lifecycle: dependencies, conditions, spawn, readiness, exit, restart, stop.
 
 Each unit has exactly one task (``UnitRunner.main``) that owns its state machine. Commands
-from the manager (start/stop/restart) only set intent and cancel the current activation;
-the unit's own task then carries them out, so two moves never race on one unit.
+from the manager (start/stop/restart/disable) only set intent and cancel the current
+activation; the unit's own task then carries them out, so two moves never race on one unit.
+
+The bug barrier: an unexpected exception in an activation is logged once with its
+traceback, the unit's process group is killed and the unit becomes ``failed`` with cause
+``internal error: <Type>: <message>``; the task then waits for the next request, so a later
+``ctl start``/``restart`` works. Nothing a unit does can end the supervisor.
 """
 
 from __future__ import annotations
 
-import asyncio
+import contextlib
 import hashlib
 import os
 import time
@@ -21,13 +26,20 @@ import structlog
 
 from vastinit.config import expand, resolve_unit, start_environment
 from vastinit.config.values import format_duration
-from vastinit.errors import ProgramNotFound, SpawnError
+from vastinit.errors import ProgramNotFound, SpawnError, VastinitError
 from vastinit.logs.mux import LogMux, UnitLog
 from vastinit.logs.pump import Pump
-from vastinit.model import State, Unit, UnitType
-from vastinit.proc.group import group_alive
+from vastinit.model import MissingProgram, State, Unit, UnitType
+from vastinit.proc.group import group_alive, kill_group
 from vastinit.proc.reaper import Reaper
-from vastinit.proc.spawn import Child, spawn
+from vastinit.proc.spawn import (
+    Child,
+    Identity,
+    TransientSpawnError,
+    resolve_identity,
+    spawn,
+    spawn_os_error,
+)
 from vastinit.proc.status import ExitStatus
 from vastinit.supervisor.policy import (
     AfterExit,
@@ -35,6 +47,7 @@ from vastinit.supervisor.policy import (
     SkipKind,
     Verdict,
     after_exit,
+    after_spawn_error,
     backoff_delay,
     dependency_verdict,
     run_was_healthy,
@@ -116,14 +129,31 @@ def condition_problem(unit: Unit, env: Mapping[str, str]) -> str | None:
     return None
 
 
+def _pipe() -> tuple[int, int]:
+    try:
+        return os.pipe2(os.O_CLOEXEC)
+    except OSError as exc:
+        raise spawn_os_error("cannot make an output pipe", exc) from None
+
+
 def spawn_logged(
-    unit: Unit, env: Mapping[str, str], ulog: UnitLog, reaper: Reaper
+    unit: Unit,
+    env: Mapping[str, str],
+    ulog: UnitLog,
+    reaper: Reaper,
+    identity: Identity | None = None,
 ) -> tuple[Child, tuple[Pump, Pump]]:
     """Spawn a resolved unit's command with its stdout and stderr piped into ``ulog``.
 
-    Raises SpawnError (ProgramNotFound when the program is not installed)."""
-    out_r, out_w = os.pipe2(os.O_CLOEXEC)
-    err_r, err_w = os.pipe2(os.O_CLOEXEC)
+    Raises SpawnError (ProgramNotFound when the program is not installed,
+    TransientSpawnError when out of fds, processes or memory); no fd is left open then."""
+    out_r, out_w = _pipe()
+    try:
+        err_r, err_w = _pipe()
+    except BaseException:
+        os.close(out_r)
+        os.close(out_w)
+        raise
     try:
         child = spawn(
             unit.command,
@@ -134,8 +164,9 @@ def spawn_logged(
             group=unit.group,
             stdout=out_w,
             stderr=err_w,
+            identity=identity,
         )
-    except SpawnError:
+    except BaseException:
         os.close(out_r)
         os.close(err_r)
         raise
@@ -180,9 +211,15 @@ class UnitRunner:
         self.status_text: str | None = None
         self.active = False  # an activation (or its stop) is in progress
         self.held = False  # shutdown began: no new activation or cron run
+        # Set by start/restart (and boot, reload), cleared by stop: whether the unit should
+        # be running. A reload restarts a changed unit only if it is wanted, so a unit
+        # stopped by hand stays stopped even when the reload lands during its stop.
+        self.wanted = False
         self._pending_start: str | None = None  # cause of a requested start
+        self._pending_disable: str | None = None  # cause of a requested "disabled" skip
         self._stop_cause = "stop requested"
-        self._wake = asyncio.Event()
+        # Wakes the unit's task for a new request (one token is enough: it re-checks all).
+        self._wake_send, self._wake_recv = anyio.create_memory_object_stream[None](1)
         self._scope: anyio.CancelScope | None = None
         self.run_failure: str | None = None  # why the current run was failed by a probe
         # env_digest() of the environment of the last start: reload restarts the unit when
@@ -211,14 +248,17 @@ class UnitRunner:
         is armed is asked for a run now instead (``run_now``)."""
         if self.held:
             return
+        self.wanted = True
+        self._pending_disable = None
         if self.active and self._scope is not None and not self._scope.cancel_called:
             self.run_now(cause)
             return
         self._pending_start = cause
-        self._wake.set()
+        self._wake()
 
     def stop(self, cause: str) -> None:
         """End the current activation: stop the process group, then state ``stopped``."""
+        self.wanted = False
         self._pending_start = None
         self._stop_cause = cause
         if self._scope is not None:
@@ -229,8 +269,25 @@ class UnitRunner:
         self.stop(cause)
         if self.held:
             return
+        self.wanted = True
+        self._pending_disable = None
         self._pending_start = cause
-        self._wake.set()
+        self._wake()
+
+    def disable(self, cause: str) -> None:
+        """Ask the unit's task to mark the unit skipped as disabled (``enabled = false``)
+        once it is idle. It stays wanted: enabled again (reload), it starts."""
+        if self.held:
+            return
+        self.wanted = True
+        self._pending_start = None
+        self._pending_disable = cause
+        self._wake()
+
+    def _wake(self) -> None:
+        # WouldBlock: a wake-up is already queued, and the task re-checks every request.
+        with contextlib.suppress(anyio.WouldBlock):
+            self._wake_send.send_nowait(None)
 
     def run_now(self, cause: str) -> bool:
         """Ask a cron unit with an armed schedule for a run now (its overlap rule applies);
@@ -255,6 +312,7 @@ class UnitRunner:
     def hold(self) -> None:
         """Drop any pending start and refuse new ones (shutdown: nothing new begins)."""
         self._pending_start = None
+        self._pending_disable = None
         self.held = True
 
     @property
@@ -264,18 +322,27 @@ class UnitRunner:
 
     @property
     def idle(self) -> bool:
-        """No activation, no stop in progress, no start pending."""
-        return not self.active and self._pending_start is None
+        """No activation, no stop in progress, no request pending."""
+        return not self.active and self._pending_start is None and self._pending_disable is None
 
     # ---- the unit's task ------------------------------------------------------------
 
     async def main(self) -> None:
-        """The unit's only task: carry out start requests until cancelled."""
+        """The unit's only task: carry out start (and disable) requests until cancelled.
+
+        The bug barrier: an activation that raises makes the unit ``failed`` (see
+        ``crashed``) and the loop goes on waiting for the next request."""
         while True:
-            while self._pending_start is None:
-                await self._wake.wait()
-                self._wake.clear()
-            cause, self._pending_start = self._pending_start, None
+            while self._pending_start is None and self._pending_disable is None:
+                await self._wake_recv.receive()
+            if self._pending_disable is not None:
+                disable_cause, self._pending_disable = self._pending_disable, None
+                self._apply_disable(disable_cause)
+                self.ctx.notify()
+                continue
+            cause = self._pending_start
+            assert cause is not None
+            self._pending_start = None
             self.active = True
             self.ctx.notify()
             try:
@@ -286,10 +353,41 @@ class UnitRunner:
                 if scope.cancel_called:
                     with anyio.CancelScope(shield=True):
                         await self._stop_now(self._stop_cause)
+            except Exception as exc:
+                await self.crashed(exc)
             finally:
                 self._scope = None
                 self.active = False
                 self.ctx.notify()
+
+    async def crashed(self, exc: BaseException) -> None:
+        """The bug barrier's move (in the unit's own task): log ``exc`` once with its
+        traceback, kill what the unit left, and make the unit ``failed``."""
+        inner = _innermost(exc)
+        reason = f"internal error: {type(inner).__name__}: {inner}"
+        self.log.error("unit task crashed; the unit is failed", error=reason, exc_info=exc)
+        with anyio.CancelScope(shield=True):
+            child = self.child
+            if child is not None and (not child.exited or group_alive(child.pgid)):
+                await kill_group(child.pgid, self.ctx.reaper)
+                self.record_exit(await child.wait())
+        self.child = None
+        self._scope = None
+        self.run_now_hook = None
+        self._fail(reason, 1)
+
+    def _apply_disable(self, cause: str) -> None:
+        """Carry out a disable request: ``skipped`` as disabled (no process is running)."""
+        if self.state is S.SKIPPED and self.skip_kind is SkipKind.DISABLED:
+            return
+        # The table has no move into SKIPPED from a finished state: pass through
+        # stopped -> inactive, as a freshly booted disabled unit would start from.
+        if self.state not in (S.STOPPED, S.INACTIVE):
+            self.sm.set(S.STOPPED, cause)
+        if self.state is S.STOPPED:
+            self.sm.set(S.INACTIVE, cause)
+        self.skip_kind = SkipKind.DISABLED
+        self.sm.set(S.SKIPPED, "disabled (enabled = false)")
 
     async def _activate(self, cause: str) -> None:
         self.sm.set(S.WAITING, cause)
@@ -305,7 +403,14 @@ class UnitRunner:
             return
         self.consecutive_failures = 0
         while True:
-            env = start_environment(self.unit, self.ctx.base_env)
+            try:
+                # Env files are read off the loop: a slow or huge file must not stall it.
+                env = await anyio.to_thread.run_sync(
+                    start_environment, self.unit, self.ctx.base_env, abandon_on_cancel=True
+                )
+            except (ValueError, VastinitError) as exc:
+                self._fail(f"cannot start: {exc}", 127)
+                return
             problem = condition_problem(self.unit, env)
             if problem is not None:
                 self._skip(SkipKind.CONDITION, problem)
@@ -313,9 +418,23 @@ class UnitRunner:
             try:
                 status = await self.run_once(env, "dependencies met")
             except ProgramNotFound as exc:
-                # Not installed here (an optional part of the stack): nothing to run.
-                self._skip(SkipKind.CONDITION, str(exc))
+                if self.unit.missing_program is MissingProgram.SKIP:
+                    # Not installed here (an optional part of the stack): nothing to run.
+                    self._skip(SkipKind.CONDITION, str(exc))
+                else:
+                    self._fail(str(exc), 127)
                 return
+            except TransientSpawnError as exc:
+                # Out of fds, processes or memory for now: the restart path, counted.
+                reason = f"cannot start: {exc}"
+                spawn_decision = after_spawn_error(
+                    self.unit.restart, reason, self.restart_times, time.monotonic()
+                )
+                if spawn_decision.action is AfterExit.FAILED:
+                    self._fail(spawn_decision.reason, 127)
+                    return
+                await self._backoff(reason, ran_for=0.0)
+                continue
             except SpawnError as exc:
                 self._fail(f"cannot start: {exc}", 127)
                 return
@@ -332,33 +451,44 @@ class UnitRunner:
             if decision.action is AfterExit.FAILED:
                 self._fail(decision.reason, status.shell_code)
                 return
-            await self._backoff(status)
+            what = f"{self.run_failure} ({status})" if self.run_failure else str(status)
+            ran_for = time.monotonic() - (self._last_start_mono or time.monotonic())
+            await self._backoff(what, ran_for)
 
-    async def _backoff(self, status: ExitStatus) -> None:
-        child_ran = time.monotonic() - (self._last_start_mono or time.monotonic())
-        if run_was_healthy(self.unit.restart, child_ran):
+    async def _backoff(self, what: str, ran_for: float) -> None:
+        if run_was_healthy(self.unit.restart, ran_for):
             self.consecutive_failures = 0
         self.consecutive_failures += 1
         delay = backoff_delay(self.unit.restart, self.consecutive_failures)
         self.restart_times.append(time.monotonic())
         self.restarts += 1
-        what = f"{self.run_failure} ({status})" if self.run_failure else str(status)
         self.sm.set(S.BACKOFF, f"{what}; restarting in {format_duration(delay)}")
         if delay > 0:
             await anyio.sleep(delay)
 
     async def run_once(self, env: Mapping[str, str], cause: str) -> ExitStatus:
         """Spawn the unit once and supervise it until its main process exits and its group
-        is empty; returns how the main process ended. Raises SpawnError."""
-        unit = resolve_unit(self.unit, env)
+        is empty; returns how the main process ended. Raises SpawnError (an expansion
+        that fails is one too: nothing was started)."""
+        try:
+            unit = resolve_unit(self.unit, env)
+        except (ValueError, VastinitError) as exc:
+            raise SpawnError(str(exc)) from exc
         spawn_env = dict(env)
         self.start_env_digest = env_digest(env)
         self.sm.set(S.STARTING, cause)
         self.run_failure = None
+        # getpwnam/getgrall may ask NSS (LDAP, sssd): off the loop.
+        identity = await anyio.to_thread.run_sync(
+            resolve_identity, unit.user, unit.group, abandon_on_cancel=True
+        )
         ulog = self.ctx.mux.unit_log(unit.name, unit.log_file, unit.log.max_size, unit.log.keep)
         if self.prestart_hook is not None:
-            self.prestart_hook(self, unit, spawn_env, ulog)
-        child, pumps = spawn_logged(unit, spawn_env, ulog, self.ctx.reaper)
+            try:
+                self.prestart_hook(self, unit, spawn_env, ulog)
+            except OSError as exc:  # e.g. no fd left for the notify socket
+                raise spawn_os_error("cannot prepare the start", exc) from exc
+        child, pumps = spawn_logged(unit, spawn_env, ulog, self.ctx.reaper, identity)
         self.child = child
         self.started_at, self.ready_at = time.time(), None
         self._last_start_mono = time.monotonic()
@@ -489,6 +619,13 @@ class UnitRunner:
             status_text=self.status_text,
             last_run_duration=self.last_run_duration,
         )
+
+
+def _innermost(exc: BaseException) -> BaseException:
+    """The one real exception inside (nested) single-exception groups, else ``exc``."""
+    while isinstance(exc, BaseExceptionGroup) and len(exc.exceptions) == 1:
+        exc = exc.exceptions[0]
+    return exc
 
 
 def _never_reason(name: str, view: DependencyView, want: str) -> str:
