@@ -90,6 +90,7 @@ async def test_every_line_reaches_file_console_and_ring(
         await out.wait_eof()
         await err.wait_eof()
     assert out.at_eof and err.at_eof and not ulog.pumps
+    await mux.aclose()  # the file is written by a thread: closing waits for it
     lines = mux.tail(["web"], 10)
     assert sorted(texts(lines)) == [b"hello", b"no newline", b"oops", b"world"]
     assert {ln.stream for ln in lines if ln.text == b"oops"} == {"stderr"}
@@ -304,6 +305,7 @@ async def test_file_can_be_moved_or_switched_off(
     await run("second.log", b"two\n")
     await run(None, b"three\n")
     await run("second.log", b"four\n")
+    await mux.aclose()  # waits for the files, the replaced ones too
     assert (tmp_path / "first.log").read_bytes() == b"one\n"
     assert (tmp_path / "second.log").read_bytes() == b"two\nfour\n"
     assert texts(mux.tail(["u"], 10)) == [b"one", b"two", b"three", b"four"]
