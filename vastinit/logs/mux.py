@@ -14,7 +14,7 @@ from vastinit.logs.console import ConsoleSink
 from vastinit.logs.filesink import CLOSE_TIMEOUT, FileSink
 from vastinit.logs.line import Chunk, LogLine
 from vastinit.logs.pump import Pump
-from vastinit.logs.ring import LogRing, LogSubscription, merge_tail
+from vastinit.logs.ring import FollowBudget, LogRing, LogSubscription, merge_tail
 
 _log = structlog.get_logger("vastinit.logs")
 
@@ -125,6 +125,7 @@ class LogMux:
         *,
         ring_bytes: int = 1 << 20,
         follower_bytes: int = 1 << 20,
+        followers_bytes: int = 64 << 20,
         file_group: int | None = None,
     ) -> None:
         self.console = console
@@ -135,6 +136,7 @@ class LogMux:
         self.follower_bytes = follower_bytes
         self._units: dict[str, UnitLog] = {}
         self._subs: list[LogSubscription] = []
+        self.follow_budget = FollowBudget(followers_bytes)  # all followers' queues together
         self._seq = itertools.count()
 
     def units(self) -> list[str]:
@@ -171,6 +173,7 @@ class LogMux:
             max_bytes=self.follower_bytes,
             backlog=self.tail(units, backlog) if backlog > 0 else None,
             on_close=self._unsubscribe,
+            budget=self.follow_budget,
         )
         self._subs.append(sub)
         return sub
@@ -199,6 +202,11 @@ class LogMux:
         for sub in self._subs:
             if sub.wants(chunk.unit):
                 sub.push(chunk)
+        budget = self.follow_budget
+        while budget.queued > budget.limit:
+            # Over the shared bound: the follower furthest behind loses its oldest lines.
+            if not max(self._subs, key=lambda s: s.queued_bytes).drop_oldest():
+                break
 
     def _unsubscribe(self, sub: LogSubscription) -> None:
         if sub in self._subs:
