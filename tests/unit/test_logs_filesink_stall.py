@@ -167,8 +167,11 @@ async def test_shutdown_with_a_stalled_log_file_gives_up_after_the_timeout(tmp_p
     try:
         mux = LogMux(console, tmp_path)
         ulog = mux.unit_log("u", "u.log", 1 << 30, 1)
+        other = mux.unit_log("other", "other.log", 1 << 30, 1)
         pr, pw = os.pipe2(os.O_CLOEXEC)
         pump = ulog.attach(pr, "stdout")
+        opr, opw = os.pipe2(os.O_CLOEXEC)
+        other_pump = other.attach(opr, "stdout")
         ticker = Ticker()
         async with anyio.create_task_group() as tg:
             tg.start_soon(ticker.run)
@@ -176,8 +179,15 @@ async def test_shutdown_with_a_stalled_log_file_gives_up_after_the_timeout(tmp_p
                 os.write(pw, numbered(start, 64))
                 await anyio.sleep(0.002)
             os.close(pw)
+            # Another unit, meanwhile: its file is not held up by the stalled one.
+            os.write(opw, numbered(0, 100))
+            os.close(opw)
             with anyio.fail_after(5):
                 await pump.wait_eof()
+                await other_pump.wait_eof()
+                while (tmp_path / "other.log").stat().st_size < 100_000:
+                    await anyio.sleep(0.01)
+            assert (tmp_path / "other.log").read_bytes() == numbered(0, 100)
             t0 = time.monotonic()
             await mux.aclose()  # waits up to 2 s for the file, then counts the rest as lost
             took = time.monotonic() - t0
