@@ -185,7 +185,8 @@ async def test_shutdown_with_a_stalled_log_file_gives_up_after_the_timeout(tmp_p
             with anyio.fail_after(5):
                 await pump.wait_eof()
                 await other_pump.wait_eof()
-                while (tmp_path / "other.log").stat().st_size < 100_000:
+                other_log = tmp_path / "other.log"
+                while not other_log.exists() or other_log.stat().st_size < 100_000:
                     await anyio.sleep(0.01)
             assert (tmp_path / "other.log").read_bytes() == numbered(0, 100)
             t0 = time.monotonic()
