@@ -211,13 +211,13 @@ class FileSink:
         self._wait_closed(timeout)
 
     async def aclose(self, timeout: float = CLOSE_TIMEOUT) -> None:
-        """``close`` without blocking the event loop (it checks back every 10 ms)."""
+        """``close`` without blocking the event loop (it checks back every 2 ms)."""
         import anyio
 
         self.close_nowait()
         with anyio.move_on_after(timeout):
             while not self.idle:
-                await anyio.sleep(0.01)
+                await anyio.sleep(0.002)
         self.abandon()
 
     @property
