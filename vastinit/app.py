@@ -33,6 +33,11 @@ def _parser() -> argparse.ArgumentParser:
         help="unit directory (repeatable; replaces the default search path)",
     )
     p.add_argument("--log-dir", metavar="DIR", help="where unit log files go")
+    p.add_argument(
+        "--log-group",
+        metavar="GROUP",
+        help="group that may read the log files (default: $VASTINIT_LOG_GROUP, else ours)",
+    )
     p.add_argument("--socket", metavar="PATH", help="control socket path")
     p.add_argument("--no-control", action="store_true", help="do not open the control socket")
     return p
@@ -55,9 +60,17 @@ def main_run(argv: list[str]) -> int:
             file=sys.stderr,
         )
         return 2
+    from vastinit.logs.filesink import prepare_log_dir, resolve_group
+
     log_dir = Path(args.log_dir) if args.log_dir else paths.default_log_dir()
+    group_name = args.log_group or os.environ.get("VASTINIT_LOG_GROUP", "")
     try:
-        log_dir.mkdir(parents=True, exist_ok=True)
+        log_group = resolve_group(group_name) if group_name else os.getgid()
+    except ValueError as exc:
+        print(f"vastinit: bad --log-group/VASTINIT_LOG_GROUP: {exc}", file=sys.stderr)
+        return 2
+    try:
+        prepare_log_dir(log_dir, log_group)  # 0750, that group: only it may read the logs
     except OSError as exc:
         print(f"vastinit: cannot create log dir {log_dir}: {exc.strerror}", file=sys.stderr)
         return 2
@@ -76,7 +89,7 @@ def main_run(argv: list[str]) -> int:
     from vastinit.health.notify import remove_notify_dir
 
     try:
-        code: int = anyio.run(_run, units, unit_dirs, log_dir, listener)
+        code: int = anyio.run(_run, units, unit_dirs, log_dir, listener, log_group)
     except Exception:
         # A failure outside the supervisor's own fence (_run stops every unit itself when
         # it can): say what it was, and exit non-zero with everything cleaned up.
@@ -131,6 +144,7 @@ async def _run(
     unit_dirs: list[Path],
     log_dir: Path,
     listener: ControlSocket | None,
+    log_group: int | None = None,
 ) -> int:
     from vastinit.control.server import start_control_server
     from vastinit.logs.console import ConsoleSink
@@ -154,7 +168,7 @@ async def _run(
     signals = SignalQueue()
     if not is_pid1() and not become_subreaper():
         log.warning("could not become child subreaper; orphans will not be reaped by us")
-    mux = LogMux(console, log_dir)
+    mux = LogMux(console, log_dir, file_group=log_group)
     for name in sorted(units):
         console.register(name)  # pad every prefix to the longest name from the first line
     base_env = base_environment(

@@ -77,6 +77,7 @@ def test_keep_zero_discards_the_full_file(tmp_path: Path) -> None:
 def test_disk_full_counts_errors_and_lost_lines_without_raising() -> None:
     sink = FileSink(Path("/dev/full"), 10, 3)  # ENOSPC on every write; a device: never rotated
     sink.write(lines(0, 4))
+    assert sink.flush()
     sink.write(lines(4, 6))
     sink.close()
     assert sink.errors == 2
@@ -89,8 +90,10 @@ def test_failed_open_is_not_retried_on_every_chunk(tmp_path: Path) -> None:
     blocker.write_text("a file where the log directory should be")
     sink = FileSink(blocker / "app.log", 1 << 20, 3, reopen_interval=3600)
     sink.write(b"lost\n")
+    assert sink.flush()
     blocker.unlink()
     sink.write(b"lost too: the next try is an hour away\n")
+    assert sink.flush()
     assert (sink.errors, sink.lost_lines) == (1, 2)
     assert not (blocker / "app.log").exists()
 
@@ -101,23 +104,28 @@ def test_unopenable_file_is_retried_and_recovers(tmp_path: Path) -> None:
     path = blocker / "app.log"
     sink = FileSink(path, 1 << 20, 3, reopen_interval=0)
     sink.write(b"lost\n")
+    assert sink.flush()
     assert (sink.errors, sink.lost_lines) == (1, 1)
     blocker.unlink()
     sink.write(b"kept\n")
     sink.close()
-    assert path.read_bytes() == b"kept\n"
+    # The first line written after the loss says what is missing there.
+    notice, kept = path.read_bytes().splitlines()
+    assert notice.startswith(b"vastinit: 1 lines lost here (") and kept == b"kept"
 
 
 def test_bad_descriptor_is_reopened_on_a_later_chunk(tmp_path: Path) -> None:
     path = tmp_path / "app.log"
     sink = FileSink(path, 1 << 20, 3)
     sink.write(b"one\n")
+    assert sink.flush()
     os.close(sink._fd)  # the fd goes bad under the sink (EBADF)
     sink.write(b"two\n")
+    assert sink.flush()
     sink.write(b"three\n")
     sink.close()
     assert sink.errors == 1 and sink.lost_lines == 1
-    assert path.read_bytes() == b"one\nthree\n"
+    assert path.read_bytes() == b"one\nvastinit: 1 lines lost here (Bad file descriptor)\nthree\n"
 
 
 def test_failed_rotation_keeps_writing_to_the_current_file(tmp_path: Path) -> None:

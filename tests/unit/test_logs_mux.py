@@ -90,6 +90,7 @@ async def test_every_line_reaches_file_console_and_ring(
         await out.wait_eof()
         await err.wait_eof()
     assert out.at_eof and err.at_eof and not ulog.pumps
+    await mux.aclose()  # the file is written by a thread: closing waits for it
     lines = mux.tail(["web"], 10)
     assert sorted(texts(lines)) == [b"hello", b"no newline", b"oops", b"world"]
     assert {ln.stream for ln in lines if ln.text == b"oops"} == {"stderr"}
@@ -304,6 +305,7 @@ async def test_file_can_be_moved_or_switched_off(
     await run("second.log", b"two\n")
     await run(None, b"three\n")
     await run("second.log", b"four\n")
+    await mux.aclose()  # waits for the files, the replaced ones too
     assert (tmp_path / "first.log").read_bytes() == b"one\n"
     assert (tmp_path / "second.log").read_bytes() == b"two\nfour\n"
     assert texts(mux.tail(["u"], 10)) == [b"one", b"two", b"three", b"four"]
@@ -348,3 +350,48 @@ async def test_busy_stdout_holds_the_pipe_instead_of_dropping_lines(tmp_path: Pa
     want = b"".join(b"u        | %010d " % i + b"x" * 88 + b"\n" for i in range(count))
     assert bytes(got) == want
     assert (tmp_path / "u.log").stat().st_size == count * 100
+
+
+async def test_all_followers_together_stay_within_their_shared_budget(
+    console: tuple[ConsoleSink, int],
+) -> None:
+    # Each follower may queue 1000 bytes, all together 1500: the one furthest behind sheds.
+    mux = LogMux(console[0], None, follower_bytes=1000, followers_bytes=1500)
+    ulog = mux.unit_log("u", None, 0, 0)
+    subs = [mux.subscribe(None) for _ in range(3)]
+    r, w = os.pipe2(os.O_CLOEXEC)
+    pump = ulog.attach(r, "stdout")
+    for start in range(0, 300, 10):  # 30 chunks of 10 lines of 10 bytes
+        os.write(w, b"".join(b"%09d\n" % i for i in range(start, start + 10)))
+        await wait_last(ulog, b"%09d" % (start + 9))
+        assert sum(s.queued_bytes for s in subs) <= 1500
+        if start == 100:
+            await subs[0].next_batch()  # one follower reads a little: it is behind the least
+    os.close(w)
+    await pump.wait_eof()
+    assert all(s.dropped > 0 for s in subs)
+    batches = [await s.next_batch() for s in subs]
+    for batch in batches:
+        assert batch[0].unit == "vastinit" and b"follower too slow" in batch[0].text
+        assert texts(batch[1:])[-1] == b"%09d" % 299  # each keeps its newest lines
+    await mux.aclose()
+
+
+async def test_a_follower_batch_is_bounded_however_much_is_queued(
+    console: tuple[ConsoleSink, int],
+) -> None:
+    mux = LogMux(console[0], None, follower_bytes=4 << 20)
+    ulog = mux.unit_log("u", None, 0, 0)
+    sub = mux.subscribe(["u"])
+    r, w = os.pipe2(os.O_CLOEXEC)
+    pump = ulog.attach(r, "stdout")
+    os.write(w, b"".join(b"%099d\n" % i for i in range(8000)))  # 800 KB in one go
+    os.close(w)
+    await pump.wait_eof()
+    got: list[bytes] = []
+    while len(got) < 8000:
+        batch = await sub.next_batch()
+        assert sum(len(line.text) for line in batch) <= 80 << 10
+        got.extend(texts(batch))
+    assert got == [b"%099d" % i for i in range(8000)]
+    await mux.aclose()

@@ -356,8 +356,11 @@ class _Endpoints:
         try:
             await response.prepare(request)
             while batch := await feed.next_batch():
-                # One write per batch: a burst of lines costs one chunk, not one per line.
-                await response.write("".join(json.dumps(e) + "\n" for e in batch).encode())
+                # One write per batch (at most ~64 KiB of lines, so a follower holds little
+                # beyond its queue): a burst of lines costs one chunk, not one per line.
+                data = "".join(json.dumps(e) + "\n" for e in batch).encode()
+                if not await _follow_write(request, response, data, feed):
+                    return response  # cut off: the connection is gone
             await response.write_eof()
         except ConnectionError:
             pass  # the follower went away; its subscription is closed below
@@ -365,6 +368,70 @@ class _Endpoints:
             feed.close()
             self.follows.discard(feed)
         return response
+
+
+FOLLOW_CUTOFF_S = 10.0
+"""A follower whose queue overflowed and whose socket took no byte for this long is cut off."""
+
+
+async def _follow_write(
+    request: web.Request, response: web.StreamResponse, data: bytes, feed: LogFollow
+) -> bool:
+    """Write ``data`` to a follower; False if it was cut off for not reading.
+
+    A write that fits under the transport's high-water mark never waits.  Otherwise, while
+    it waits, a watchdog checks once a second whether the socket took bytes; after
+    FOLLOW_CUTOFF_S without progress, if the follower's queue overflowed meanwhile (it is
+    losing lines, not just idle), it gets a final notice line and the connection is aborted,
+    dropping what its transport holds.
+    """
+    transport = request.transport
+    if transport is None or transport.is_closing():
+        raise ConnectionResetError("follower went away")
+    if transport.get_write_buffer_size() + len(data) <= transport.get_write_buffer_limits()[1]:
+        await response.write(data)
+        return True
+    dropped_before = getattr(feed, "dropped", 0)
+    cut = False
+
+    async def watch(scope: anyio.CancelScope) -> None:
+        nonlocal cut
+        last = transport.get_write_buffer_size()
+        since = time.monotonic()
+        while True:
+            await anyio.sleep(1.0)
+            size = transport.get_write_buffer_size()
+            if size < last:
+                last, since = size, time.monotonic()
+            elif (
+                time.monotonic() - since >= FOLLOW_CUTOFF_S
+                and getattr(feed, "dropped", 0) > dropped_before
+            ):
+                cut = True
+                scope.cancel()
+                return
+            last = min(last, size)
+
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(watch, tg.cancel_scope)
+        await response.write(data)
+        tg.cancel_scope.cancel()
+    if not cut:
+        return True
+    lost = getattr(feed, "dropped", 0)
+    text = (
+        f"vastinit: follower cut off: not reading for {FOLLOW_CUTOFF_S:g} s, {lost} lines dropped"
+    )
+    entry = {"ts": time.time(), "unit": "vastinit", "stream": "stdout", "text": text}
+    line = (json.dumps(entry) + "\n").encode()
+    # Straight onto the transport, in the chunked framing aiohttp uses for this response.
+    transport.write(b"%x\r\n%s\r\n" % (len(line), line))
+    with anyio.move_on_after(1.0):
+        while transport.get_write_buffer_size() and not transport.is_closing():
+            await anyio.sleep(0.05)
+    log.warning("log follower cut off", reason="not reading", lines_dropped=lost)
+    transport.abort()  # frees what it holds; the client sees the connection end
+    return False
 
 
 # ---- serving ------------------------------------------------------------------------------

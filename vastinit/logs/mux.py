@@ -7,13 +7,14 @@ import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
+import anyio
 import structlog
 
 from vastinit.logs.console import ConsoleSink
-from vastinit.logs.filesink import FileSink
+from vastinit.logs.filesink import CLOSE_TIMEOUT, FileSink
 from vastinit.logs.line import Chunk, LogLine
 from vastinit.logs.pump import Pump
-from vastinit.logs.ring import LogRing, LogSubscription, merge_tail
+from vastinit.logs.ring import FollowBudget, LogRing, LogSubscription, merge_tail
 
 _log = structlog.get_logger("vastinit.logs")
 
@@ -47,10 +48,22 @@ class UnitLog:
         config = None if path is None else (path, max_size, keep)
         if config == self._file_config:
             return
-        if self._file is not None:
-            self._file.close()
         self._file_config = config
-        self._file = None if path is None else FileSink(path, max_size, keep, unit=self.name)
+        if self._file is not None and path == self._file.path:
+            # Same file, new limits: the writer thread reads them at its next rotation check.
+            self._file.max_size, self._file.keep = max(1, max_size), max(0, keep)
+            return
+        if self._file is not None:
+            # Its writer finishes what is queued, then closes; shutdown waits for it.
+            self._file.close_nowait()
+            retired = self._mux._retired
+            retired.difference_update([s for s in retired if s.idle])
+            retired.add(self._file)
+        self._file = (
+            None
+            if path is None
+            else FileSink(path, max_size, keep, unit=self.name, group=self._mux.file_group)
+        )
 
     def attach(self, fd: int, stream: str) -> Pump:
         """Start reading ``fd`` (a pipe's read end, now owned and closed at EOF) as ``stream``."""
@@ -75,11 +88,11 @@ class UnitLog:
         return merge_tail(self._ring.last(n), n)
 
     def close(self) -> None:
-        """Stop every pump (delivering what they hold) and close the file."""
+        """Stop every pump (delivering what they hold); the file closes once it has it all."""
         for pump in list(self._pumps):
             pump.close()
         if self._file is not None:
-            self._file.close()
+            self._file.close_nowait()
 
     def _deliver(self, stream: str, block: bytes) -> None:
         """The hot path: one framed block to every sink, with per-chunk (not per-line) work."""
@@ -112,13 +125,18 @@ class LogMux:
         *,
         ring_bytes: int = 1 << 20,
         follower_bytes: int = 1 << 20,
+        followers_bytes: int = 64 << 20,
+        file_group: int | None = None,
     ) -> None:
         self.console = console
         self.log_dir = log_dir
+        self.file_group = file_group
+        self._retired: set[FileSink] = set()  # file sinks replaced by a reload, still closing
         self.ring_bytes = ring_bytes
         self.follower_bytes = follower_bytes
         self._units: dict[str, UnitLog] = {}
         self._subs: list[LogSubscription] = []
+        self.follow_budget = FollowBudget(followers_bytes)  # all followers' queues together
         self._seq = itertools.count()
 
     def units(self) -> list[str]:
@@ -155,21 +173,40 @@ class LogMux:
             max_bytes=self.follower_bytes,
             backlog=self.tail(units, backlog) if backlog > 0 else None,
             on_close=self._unsubscribe,
+            budget=self.follow_budget,
         )
         self._subs.append(sub)
         return sub
 
-    async def aclose(self) -> None:
-        """Stop every pump (flushing partial lines), close files, end every follower."""
+    def files(self) -> dict[str, FileSink]:
+        """Each unit's file sink (for its counters: ``errors``, ``lost_lines``...)."""
+        return {name: log.file for name, log in self._units.items() if log.file is not None}
+
+    async def aclose(self, timeout: float = CLOSE_TIMEOUT) -> None:
+        """Stop every pump (flushing partial lines), end every follower, and close the files,
+        waiting up to ``timeout`` in all for them to take what is queued (the rest is counted
+        as lost)."""
         for log in self._units.values():
             log.close()
         for sub in list(self._subs):
             sub.close()
+        sinks = [*self.files().values(), *self._retired]
+        self._retired.clear()
+        if sinks:
+            deadline = time.monotonic() + timeout
+            async with anyio.create_task_group() as tg:
+                for sink in sinks:
+                    tg.start_soon(sink.aclose, max(0.0, deadline - time.monotonic()))
 
     def _publish(self, chunk: Chunk) -> None:
         for sub in self._subs:
             if sub.wants(chunk.unit):
                 sub.push(chunk)
+        budget = self.follow_budget
+        while budget.queued > budget.limit:
+            # Over the shared bound: the follower furthest behind loses its oldest lines.
+            if not max(self._subs, key=lambda s: s.queued_bytes).drop_oldest():
+                break
 
     def _unsubscribe(self, sub: LogSubscription) -> None:
         if sub in self._subs:

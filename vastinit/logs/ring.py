@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
-import asyncio
+import contextlib
 import time
 from collections import deque
 from collections.abc import Callable
+
+import anyio
 
 from vastinit.logs.line import Chunk, LogLine
 
@@ -76,12 +78,29 @@ def merge_tail(chunks: list[Chunk], n: int) -> list[LogLine]:
     return lines[-n:]
 
 
+BATCH_BYTES = 64 << 10
+"""``next_batch`` hands out at most about this many bytes of line text at once."""
+
+
+class FollowBudget:
+    """Bytes queued for all followers together (shared by a LogMux's subscriptions)."""
+
+    __slots__ = ("limit", "queued")
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.queued = 0
+
+
 class LogSubscription:
     """An async iterator of the ``LogLine``s of some units (all when ``units`` is None).
 
     It is keyed by unit name, so it keeps following a unit across restarts.  It is bounded:
-    past ``max_bytes`` of unread lines the oldest are dropped and the follower gets one
-    marker line (unit ``vastinit``) saying how many.  ``close()`` ends the iteration.
+    past ``max_bytes`` of unread lines (or when the LogMux sheds from the follower with the
+    most queued, to keep all followers within their shared ``budget``) the oldest are
+    dropped and the follower gets one marker line (unit ``vastinit``) saying how many.
+    Lines are cut out of the queued chunks only as they are read, at most ``BATCH_BYTES``
+    per batch.  ``close()`` ends the iteration and frees the queue.
     """
 
     def __init__(
@@ -91,6 +110,7 @@ class LogSubscription:
         max_bytes: int = 1 << 20,
         backlog: list[LogLine] | None = None,
         on_close: Callable[[LogSubscription], None] | None = None,
+        budget: FollowBudget | None = None,
     ) -> None:
         self.units = units
         self.max_bytes = max_bytes
@@ -98,15 +118,24 @@ class LogSubscription:
         self._lines: deque[LogLine] = deque(backlog or ())
         self._chunks: deque[Chunk] = deque()
         self._bytes = 0
+        self._cur: Chunk | None = None  # the chunk being read, from offset _pos
+        self._pos = 0
         self._unreported = 0
         self._closed = False
-        self._ready = asyncio.Event()
+        self._budget = budget if budget is not None else FollowBudget(1 << 62)
+        # A wake-up channel of one slot: push fills it, a reader waiting on it wakes.
+        self._wake_tx, self._wake_rx = anyio.create_memory_object_stream[None](1)
         self._on_close = on_close
 
     @property
     def closed(self) -> bool:
         """True once ``close()`` was called (lines already queued can still be read)."""
         return self._closed
+
+    @property
+    def queued_bytes(self) -> int:
+        """Bytes of line text queued and not yet read."""
+        return self._bytes
 
     def wants(self, unit: str) -> bool:
         """Whether this follower follows ``unit``."""
@@ -118,21 +147,45 @@ class LogSubscription:
             return
         self._chunks.append(chunk)
         self._bytes += len(chunk.block)
+        self._budget.queued += len(chunk.block)
         while self._bytes > self.max_bytes and len(self._chunks) > 1:
-            old = self._chunks.popleft()
-            self._bytes -= len(old.block)
-            self.dropped += old.nlines
-            self._unreported += old.nlines
-        self._ready.set()
+            self.drop_oldest()
+        self._notify()
+
+    def drop_oldest(self) -> bool:
+        """Drop the oldest queued chunk (counted, and reported at the gap); False if none."""
+        if not self._chunks:
+            return False
+        old = self._chunks.popleft()
+        self._bytes -= len(old.block)
+        self._budget.queued -= len(old.block)
+        self.dropped += old.nlines
+        self._unreported += old.nlines
+        return True
 
     def close(self) -> None:
         """Stop following: iteration ends once the lines already queued are read."""
         if self._closed:
             return
         self._closed = True
-        self._ready.set()
+        self._notify()
         if self._on_close is not None:
             self._on_close(self)
+
+    def discard(self) -> None:
+        """Close and free everything queued (a follower that went away or was cut off)."""
+        self.close()
+        self._budget.queued -= self._bytes
+        self._bytes = 0
+        self._chunks.clear()
+        self._lines.clear()
+        self._cur = None
+        self._wake_tx.close()
+        self._wake_rx.close()
+
+    def _notify(self) -> None:
+        with contextlib.suppress(anyio.WouldBlock, anyio.ClosedResourceError):
+            self._wake_tx.send_nowait(None)
 
     def _take(self) -> LogLine | None:
         if self._lines:
@@ -141,23 +194,38 @@ class LogSubscription:
             n, self._unreported = self._unreported, 0
             text = f"dropped {n} lines (follower too slow)".encode()
             return LogLine(time.time(), "vastinit", "stdout", text)
-        if self._chunks:
-            chunk = self._chunks.popleft()
-            self._bytes -= len(chunk.block)
-            self._lines.extend(chunk.lines())
-            return self._lines.popleft()
-        return None
+        cur = self._cur
+        if cur is None:
+            if not self._chunks:
+                return None
+            cur = self._cur = self._chunks.popleft()
+            self._pos = 0
+            self._bytes -= len(cur.block)
+            self._budget.queued -= len(cur.block)
+        block = cur.block
+        end = block.find(b"\n", self._pos)
+        line = LogLine(cur.ts, cur.unit, cur.stream, block[self._pos : end])
+        self._pos = end + 1
+        if self._pos >= len(block):
+            self._cur = None
+        return line
+
+    async def _wait(self) -> None:
+        with contextlib.suppress(anyio.EndOfStream, anyio.ClosedResourceError):
+            await self._wake_rx.receive()
 
     async def next_batch(self) -> list[LogLine]:
-        """Every line available now (waiting for at least one); ``[]`` once closed and empty."""
+        """The lines available now, up to about BATCH_BYTES (waiting for at least one);
+        ``[]`` once closed and empty."""
         while True:
             batch: list[LogLine] = []
-            while (line := self._take()) is not None:
+            size = 0
+            while size < BATCH_BYTES and (line := self._take()) is not None:
                 batch.append(line)
+                size += len(line.text) + 64
             if batch or self._closed:
                 return batch
-            self._ready.clear()
-            await self._ready.wait()
+            await self._wait()
 
     def __aiter__(self) -> LogSubscription:
         return self
@@ -169,5 +237,4 @@ class LogSubscription:
                 return line
             if self._closed:
                 raise StopAsyncIteration
-            self._ready.clear()
-            await self._ready.wait()
+            await self._wait()

@@ -102,6 +102,11 @@ class _Follow:
     def close(self) -> None:
         self._sub.close()
 
+    @property
+    def dropped(self) -> int:
+        """Lines this follower lost for being too slow (the control server reads it)."""
+        return self._sub.dropped
+
 
 class SupervisorCommands:
     """``Commands`` for one running supervisor."""
