@@ -293,3 +293,13 @@ async def test_malformed_body_is_a_json_400(served: tuple[Stub, Client, Path]) -
         assert status == 400 and reply["code"] == "bad_request", (body, reply)
     status, reply = await call(raw, b'{"units": ["a"], "x": "' + b"y" * 70_000 + b'"}')
     assert status == 400 and "too large" in reply["error"]
+    # Hostile but small: deep nesting (json.loads raised RecursionError -> 500 + traceback),
+    # bad UTF-8, a 5,000-digit number. Each is a 400, and the server keeps serving.
+    hostile = [b"[" * 60_000, b'{"units": ' + b"[" * 20_000, b'{"units": ["\xff"]}']
+    hostile.append(b'{"timeout": ' + b"9" * 5000 + b"}")
+    for body in hostile:
+        status, reply = await call(raw, body)
+        assert status == 400 and reply["code"] == "bad_request", (body[:30], reply)
+    assert "nested too deeply" in (await call(raw, b"[" * 60_000))[1]["error"]
+    status, reply = await call(raw, b'{"units": ["a"]}')
+    assert status == 200, reply

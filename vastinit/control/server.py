@@ -177,8 +177,10 @@ async def _body(request: web.Request, allowed: frozenset[str]) -> dict[str, Any]
         return {}
     try:
         data = json.loads(raw)
-    except ValueError as exc:
+    except ValueError as exc:  # bad syntax, bad UTF-8, an int of more than 4300 digits
         raise _BadRequest(f"request body is not valid JSON: {exc}") from None
+    except RecursionError:  # `[` * 100000: the parser gives up before MAX_BODY does
+        raise _BadRequest("request body is nested too deeply") from None
     if not isinstance(data, dict):
         raise _BadRequest("request body must be a JSON object")
     unknown = sorted(set(data) - allowed)
