@@ -10,6 +10,10 @@ from __future__ import annotations
 import json
 import socket
 from collections.abc import Iterator
+from pathlib import Path
+
+from vastinit.errors import ControlError
+from vastinit.paths import check_private_dir, is_private_runtime_dir
 
 TYPE_CHECKING = False  # typing costs milliseconds at import: only the type checker reads it
 if TYPE_CHECKING:
@@ -130,9 +134,15 @@ class Client:
         return sock, sock.makefile("rb")
 
     def _connect(self) -> socket.socket:
+        path = self.socket_path
+        if is_private_runtime_dir(Path(path).parent):
+            # Never talk to a socket in a /tmp/vastinit-UID that someone else owns.
+            try:
+                check_private_dir(Path(path).parent)
+            except ControlError as exc:
+                raise CtlError(str(exc), code="unsafe_socket_dir") from None
         sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         sock.settimeout(self.connect_timeout)
-        path = self.socket_path
         try:
             sock.connect(path)
         except FileNotFoundError:

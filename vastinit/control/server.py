@@ -33,6 +33,7 @@ from vastinit.control.protocol import (
     LogFollow,
 )
 from vastinit.errors import ConfigError, ControlError, UnknownUnitError
+from vastinit.paths import ensure_private_dir, is_private_runtime_dir
 
 log = structlog.get_logger("vastinit")
 
@@ -59,6 +60,8 @@ class ControlSocket:
         """Bind and listen at ``path`` (creating its directory) with ``mode``; a stale socket
         file is replaced; ControlError if a live server holds it or it cannot be bound."""
         try:
+            if is_private_runtime_dir(path.parent):
+                ensure_private_dir(path.parent)  # 0700, ours, or ControlError
             path.parent.mkdir(parents=True, exist_ok=True)
             _clear_stale(path)
             sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
