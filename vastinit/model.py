@@ -157,6 +157,7 @@ class Unit:
     group: str | None = None
     environment: Mapping[str, str] = field(default_factory=_frozen_map)
     env_files: tuple[str, ...] = ()
+    secrets: tuple[str, ...] = ()  # withheld variables (environ.SECRET_VARIABLES) it receives
     enabled: bool = True
     condition: Condition = field(default_factory=Condition)
     depends_on: Mapping[str, DependencyCondition] = field(

@@ -49,9 +49,22 @@ def _unquote(value: str) -> str:
     return re.split(r"\s+#", value, maxsplit=1)[0]
 
 
-def start_environment(unit: Unit, base: Mapping[str, str]) -> dict[str, str]:
-    """``base``, then ``unit.env_files`` re-read now, then ``unit.environment`` expanded."""
-    env = dict(base)
+# The edge credentials: vastinit withholds them from every unit's environment (they would
+# be readable in /proc/PID/environ by that unit's user) unless its `secrets` lists them.
+SECRET_VARIABLES = frozenset({"OPEN_BUTTON_TOKEN", "WEB_PASSWORD", "CONTAINER_API_KEY"})
+
+
+def start_environment(
+    unit: Unit, base: Mapping[str, str], secrets_from: Mapping[str, str] | None = None
+) -> dict[str, str]:
+    """``base`` (SECRET_VARIABLES dropped), plus the unit's ``secrets`` taken from
+    ``secrets_from`` (vastinit's own environment), then ``unit.env_files`` re-read now, then
+    ``unit.environment`` expanded."""
+    env = {k: v for k, v in base.items() if k not in SECRET_VARIABLES}
+    source = os.environ if secrets_from is None else secrets_from
+    for name in unit.secrets:
+        if name in source:
+            env[name] = source[name]
     for path in unit.env_files:
         # Each path sees what earlier files set, so "${WORKSPACE}/.env" can follow /etc/environment.
         env.update(read_env_files([expand(path, env)]))
