@@ -6,8 +6,6 @@ import os
 import stat
 from pathlib import Path
 
-from vastinit.errors import ControlError
-
 PACKAGE_UNITS = Path(__file__).resolve().parent / "units"
 SYSTEM_UNIT_DIRS = (Path("/etc/vastinit/units"), Path("/etc/vastinit/units.d"))
 
@@ -32,15 +30,16 @@ def is_private_runtime_dir(path: Path) -> bool:
     return path.name == f"vastinit-{os.getuid()}"
 
 
-def check_private_dir(path: Path) -> None:
-    """ControlError unless ``path`` is a real directory (not a symlink) owned by this user
-    and closed to group and others (the socket in it must be ours, and only ours)."""
+def private_dir_problem(path: Path) -> str | None:
+    """Why ``path`` is not a real directory (not a symlink) owned by this user and closed to
+    group and others, as one message naming it; None when it is fine or does not exist.
+    (No exception classes here: ``vastinit ctl`` imports this and must stay light.)"""
     try:
         st = os.lstat(path)
     except FileNotFoundError:
-        return
+        return None
     except OSError as exc:
-        raise ControlError(f"{path}: cannot check the socket directory: {exc.strerror}") from None
+        return f"{path}: cannot check the socket directory: {exc.strerror}"
     problem = None
     if stat.S_ISLNK(st.st_mode):
         problem = "is a symlink"
@@ -50,12 +49,22 @@ def check_private_dir(path: Path) -> None:
         problem = f"is owned by uid {st.st_uid}, not by you (uid {os.geteuid()})"
     elif st.st_mode & 0o077:
         problem = f"has mode {stat.S_IMODE(st.st_mode):04o}; group and others must have no access"
-    if problem:
-        raise ControlError(
-            f"{path} {problem}: refusing to use a control socket in it (someone else may "
-            "have created it to answer in vastinit's place); remove it, or set "
-            "XDG_RUNTIME_DIR or --socket"
-        )
+    if problem is None:
+        return None
+    return (
+        f"{path} {problem}: refusing to use a control socket in it (someone else may have "
+        "created it to answer in vastinit's place); remove it, or set XDG_RUNTIME_DIR or "
+        "--socket"
+    )
+
+
+def check_private_dir(path: Path) -> None:
+    """ControlError with private_dir_problem's message unless ``path`` is fine (or missing)."""
+    problem = private_dir_problem(path)
+    if problem is not None:
+        from vastinit.errors import ControlError
+
+        raise ControlError(problem)
 
 
 def ensure_private_dir(path: Path) -> None:
@@ -66,6 +75,8 @@ def ensure_private_dir(path: Path) -> None:
     except FileExistsError:
         pass
     except OSError as exc:
+        from vastinit.errors import ControlError
+
         raise ControlError(f"cannot create {path}: {exc.strerror}") from None
     check_private_dir(path)
 

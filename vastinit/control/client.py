@@ -12,8 +12,7 @@ import socket
 from collections.abc import Iterator
 from pathlib import Path
 
-from vastinit.errors import ControlError
-from vastinit.paths import check_private_dir, is_private_runtime_dir
+from vastinit.paths import is_private_runtime_dir, private_dir_problem
 
 TYPE_CHECKING = False  # typing costs milliseconds at import: only the type checker reads it
 if TYPE_CHECKING:
@@ -137,10 +136,9 @@ class Client:
         path = self.socket_path
         if is_private_runtime_dir(Path(path).parent):
             # Never talk to a socket in a /tmp/vastinit-UID that someone else owns.
-            try:
-                check_private_dir(Path(path).parent)
-            except ControlError as exc:
-                raise CtlError(str(exc), code="unsafe_socket_dir") from None
+            problem = private_dir_problem(Path(path).parent)
+            if problem is not None:
+                raise CtlError(problem, code="unsafe_socket_dir")
         sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         sock.settimeout(self.connect_timeout)
         try:
