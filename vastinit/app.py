@@ -126,7 +126,10 @@ def base_environment(
     """Every unit's starting environment: ``environ``, plus this vastinit's unit path and
     socket (so ``vastinit caddyfile`` and ``vastinit ctl`` run by a unit see this
     supervisor), plus ``bin_dir`` at the end of PATH when it is not there yet."""
-    env = dict(environ)
+    from vastinit.config.environ import SECRET_VARIABLES
+
+    # The edge credentials go only to units that list them in `secrets` (start_environment).
+    env = {k: v for k, v in environ.items() if k not in SECRET_VARIABLES}
     env["VASTINIT_UNITS"] = ":".join(str(d) for d in unit_dirs)
     if socket is not None:
         env["VASTINIT_SOCKET"] = str(socket)

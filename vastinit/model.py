@@ -174,6 +174,7 @@ class Unit:
     group: str | None = None
     environment: Mapping[str, str] = field(default_factory=_frozen_map)
     env_files: tuple[str, ...] = ()
+    secrets: tuple[str, ...] = ()  # withheld variables (environ.SECRET_VARIABLES) it receives
     enabled: bool = True
     missing_program: MissingProgram = MissingProgram.FAIL
     condition: Condition = field(default_factory=Condition)

@@ -15,14 +15,19 @@ import pytest
 
 CADDY = Path("/usr/bin/caddy")
 
-# An upstream that echoes what reached it: path, query and headers, as JSON.
+# An upstream that echoes what reached it: path, query (decoded and raw), headers, as JSON.
 UPSTREAM = """
 import asyncio, sys
 from aiohttp import web
 
 async def echo(request):
     return web.json_response(
-        {"path": request.path, "query": request.query_string, "headers": dict(request.headers)}
+        {
+            "path": request.path,
+            "query": request.query_string,
+            "raw_query": request.raw_path.partition("?")[2],
+            "headers": dict(request.headers),
+        }
     )
 
 async def main():

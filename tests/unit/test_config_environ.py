@@ -75,3 +75,43 @@ def test_resolve_unit_keeps_absent_fields_absent(tmp_path: Path) -> None:
     resolved = resolve_unit(unit, {"HOME": "/root"})
     assert resolved.command == ("/bin/sh", "-c", "echo $HOME")  # a lone $ is the shell's
     assert (resolved.working_dir, resolved.readiness, resolved.log.file) == (None, None, None)
+
+
+SECRET_ENV = {"OPEN_BUTTON_TOKEN": "o", "WEB_PASSWORD": "w", "CONTAINER_API_KEY": "k", "A": "a"}
+
+
+def test_secrets_are_withheld_unless_listed(tmp_path: Path) -> None:
+    plain = load_one(tmp_path, 'command = ["true"]\nenvironment = { X = "${WEB_PASSWORD:-none}" }')
+    env = start_environment(plain, SECRET_ENV, SECRET_ENV)
+    assert env == {"A": "a", "X": "none"}
+    edge = load_one(tmp_path, 'command = ["true"]\nsecrets = ["OPEN_BUTTON_TOKEN", "WEB_PASSWORD"]')
+    assert edge.secrets == ("OPEN_BUTTON_TOKEN", "WEB_PASSWORD")
+    # Listed ones come from vastinit's own environment (secrets_from), not from base.
+    env = start_environment(edge, {"A": "a"}, SECRET_ENV)
+    assert env == {"A": "a", "OPEN_BUTTON_TOKEN": "o", "WEB_PASSWORD": "w"}
+    assert "OPEN_BUTTON_TOKEN" not in start_environment(edge, {}, {})  # listed but unset
+
+
+def test_base_environment_drops_the_secrets() -> None:
+    from vastinit.app import base_environment
+
+    env = base_environment({**SECRET_ENV, "PATH": "/bin"}, [Path("/u")], None, "")
+    assert env == {"A": "a", "PATH": "/bin", "VASTINIT_UNITS": "/u"}
+
+
+def test_secrets_must_be_variable_names(tmp_path: Path) -> None:
+    import pytest
+
+    from vastinit.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="secrets: invalid variable name '1X'"):
+        load_one(tmp_path, 'command = ["true"]\nsecrets = ["OK", "1X"]')
+    with pytest.raises(ConfigError, match="secrets"):
+        load_one(tmp_path, 'command = ["true"]\nsecrets = "OPEN_BUTTON_TOKEN"')
+
+
+def test_shipped_caddy_unit_gets_the_token_variables() -> None:
+    from vastinit.paths import PACKAGE_UNITS
+
+    caddy = load_units([PACKAGE_UNITS])["caddy"]
+    assert set(caddy.secrets) == {"OPEN_BUTTON_TOKEN", "WEB_PASSWORD"}

@@ -293,3 +293,53 @@ async def test_malformed_body_is_a_json_400(served: tuple[Stub, Client, Path]) -
         assert status == 400 and reply["code"] == "bad_request", (body, reply)
     status, reply = await call(raw, b'{"units": ["a"], "x": "' + b"y" * 70_000 + b'"}')
     assert status == 400 and "too large" in reply["error"]
+    # Hostile but small: deep nesting (json.loads raised RecursionError -> 500 + traceback),
+    # bad UTF-8, a 5,000-digit number. Each is a 400, and the server keeps serving.
+    hostile = [b"[" * 60_000, b'{"units": ' + b"[" * 20_000, b'{"units": ["\xff"]}']
+    hostile.append(b'{"timeout": ' + b"9" * 5000 + b"}")
+    for body in hostile:
+        status, reply = await call(raw, body)
+        assert status == 400 and reply["code"] == "bad_request", (body[:30], reply)
+    assert "nested too deeply" in (await call(raw, b"[" * 60_000))[1]["error"]
+    status, reply = await call(raw, b'{"units": ["a"]}')
+    assert status == 200, reply
+
+
+async def test_odd_requests_never_get_a_500(served: tuple[Stub, Client, Path]) -> None:
+    """What a client sends never reaches the 500 path (an unexpected exception) of an endpoint."""
+    _, _, path = served
+
+    def send(request: bytes) -> int:
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+            sock.connect(str(path))
+            sock.sendall(request)
+            data = b""
+            while chunk := sock.recv(65536):
+                data += chunk
+        return int(data.split(b" ", 2)[1])
+
+    def post(target: str, body: bytes) -> bytes:
+        head = f"POST {target} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n"
+        return head.encode() + f"Content-Length: {len(body)}\r\n\r\n".encode() + body
+
+    def get(target: str) -> bytes:
+        return f"GET {target} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n".encode()
+
+    requests = [
+        get("/v1/status?unit=%ff%fe"),
+        get("/v1/logs?n=" + "9" * 5000),
+        get("/v1/logs?n=-1"),
+        get("/v1/ready?timeout=nan"),
+        get("/v1/ready?timeout=-inf"),
+        get("/v1/units/%00"),
+        get("/v1/nope"),
+        post("/v1/start", b'{"units": [{}], "timeout": 1e999999}'),
+        post("/v1/start", b'{"units": ["web"], "timeout": "NaN"}'),
+        post("/v1/signal", b'{"unit": "web", "signal": 99999999999999999999}'),
+        post("/v1/signal", b'{"unit": ["web"], "signal": "HUP"}'),
+        post("/v1/reload", b'{"dry_run": [[[[]]]]}'),
+        post("/v1/shutdown", b"[]"),
+    ]
+    for request in requests:
+        status = await call(send, request)
+        assert status < 500, (request[:60], status)

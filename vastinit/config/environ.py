@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import os
 import re
 from collections.abc import Mapping, Sequence
 
@@ -80,15 +81,28 @@ def _unquote(value: str) -> str:
     return re.split(r"\s+#", value, maxsplit=1)[0]
 
 
-def start_environment(unit: Unit, base: Mapping[str, str]) -> dict[str, str]:
-    """``base``, then ``unit.env_files`` re-read now, then ``unit.environment`` expanded.
+# The edge credentials: vastinit withholds them from every unit's environment (they would
+# be readable in /proc/PID/environ by that unit's user) unless its `secrets` lists them.
+SECRET_VARIABLES = frozenset({"OPEN_BUTTON_TOKEN", "WEB_PASSWORD", "CONTAINER_API_KEY"})
+
+
+def start_environment(
+    unit: Unit, base: Mapping[str, str], secrets_from: Mapping[str, str] | None = None
+) -> dict[str, str]:
+    """``base`` (SECRET_VARIABLES dropped), plus the unit's ``secrets`` taken from
+    ``secrets_from`` (vastinit's own environment), then ``unit.env_files`` re-read now, then
+    ``unit.environment`` expanded.
 
     Synchronous and thread-safe (call it through ``anyio.to_thread``). Never returns a
     name or value that execve would refuse (NUL, ``=`` in a name): those are dropped.
     Raises ExpansionError (a ValueError) when an expansion passes MAX_EXPANSION, or all
     of the unit's expanded values together pass MAX_EXPANDED_TOTAL.
     """
-    env = {k: v for k, v in base.items() if _settable(k, v)}
+    env = {k: v for k, v in base.items() if k not in SECRET_VARIABLES and _settable(k, v)}
+    source = os.environ if secrets_from is None else secrets_from
+    for name in unit.secrets:
+        if name in source:
+            env[name] = source[name]
     for index, path in enumerate(unit.env_files):
         # Each path sees what earlier files set, so "${WORKSPACE}/.env" can follow /etc/environment.
         real = _expand_field(f"env_files[{index}]", path, env, MAX_EXPANSION)

@@ -74,6 +74,7 @@ _TOP = (
     "group",
     "environment",
     "env_files",
+    "secrets",
     "enabled",
     "missing_program",
     "condition",
@@ -156,6 +157,7 @@ class _Builder:
             group=self.string(t, ("group",), nonempty=True),
             environment=self.environment(t),
             env_files=self.strings(t, ("env_files",), template=True) or (),
+            secrets=self.secrets(t),
             enabled=_or(self.boolean(t, ("enabled",)), True),
             missing_program=self.enum(t, ("missing_program",), MissingProgram)
             or MissingProgram.FAIL,
@@ -192,6 +194,17 @@ class _Builder:
             self.report(path, "command must not be empty: give the program first")
             return ()
         return argv
+
+    def secrets(self, t: Table) -> tuple[str, ...]:
+        names = self.strings(t, ("secrets",)) or ()
+        for i, name in enumerate(names):
+            if not ENV_NAME.fullmatch(name):
+                self.report(
+                    ("secrets", i),
+                    f"secrets: invalid variable name {name!r} "
+                    "(letters, digits and '_', not starting with a digit)",
+                )
+        return names
 
     def environment(self, t: Table) -> Mapping[str, str]:
         table = self.table(t, ("environment",))

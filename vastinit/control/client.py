@@ -10,6 +10,9 @@ from __future__ import annotations
 import json
 import socket
 from collections.abc import Iterator
+from pathlib import Path
+
+from vastinit.paths import is_private_runtime_dir, private_dir_problem
 
 TYPE_CHECKING = False  # typing costs milliseconds at import: only the type checker reads it
 if TYPE_CHECKING:
@@ -130,9 +133,14 @@ class Client:
         return sock, sock.makefile("rb")
 
     def _connect(self) -> socket.socket:
+        path = self.socket_path
+        if is_private_runtime_dir(Path(path).parent):
+            # Never talk to a socket in a /tmp/vastinit-UID that someone else owns.
+            problem = private_dir_problem(Path(path).parent)
+            if problem is not None:
+                raise CtlError(problem, code="unsafe_socket_dir")
         sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         sock.settimeout(self.connect_timeout)
-        path = self.socket_path
         try:
             sock.connect(path)
         except FileNotFoundError:

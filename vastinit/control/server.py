@@ -33,6 +33,7 @@ from vastinit.control.protocol import (
     LogFollow,
 )
 from vastinit.errors import ConfigError, ControlError, UnknownUnitError
+from vastinit.paths import ensure_private_dir, is_private_runtime_dir
 
 log = structlog.get_logger("vastinit")
 
@@ -59,6 +60,8 @@ class ControlSocket:
         """Bind and listen at ``path`` (creating its directory) with ``mode``; a stale socket
         file is replaced; ControlError if a live server holds it or it cannot be bound."""
         try:
+            if is_private_runtime_dir(path.parent):
+                ensure_private_dir(path.parent)  # 0700, ours, or ControlError
             path.parent.mkdir(parents=True, exist_ok=True)
             _clear_stale(path)
             sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
@@ -177,8 +180,10 @@ async def _body(request: web.Request, allowed: frozenset[str]) -> dict[str, Any]
         return {}
     try:
         data = json.loads(raw)
-    except ValueError as exc:
+    except ValueError as exc:  # bad syntax, bad UTF-8, an int of more than 4300 digits
         raise _BadRequest(f"request body is not valid JSON: {exc}") from None
+    except RecursionError:  # `[` * 100000: the parser gives up before MAX_BODY does
+        raise _BadRequest("request body is nested too deeply") from None
     if not isinstance(data, dict):
         raise _BadRequest("request body must be a JSON object")
     unknown = sorted(set(data) - allowed)

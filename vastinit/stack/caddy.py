@@ -220,13 +220,16 @@ def _auth(route: Route, auth: AuthSettings, flush: str) -> list[str]:
         "# ?token=TOKEN: remember it in the cookie and drop it from the URL; a browser",
         "# navigation is redirected to the clean URL, any other client is served at once.",
         f"@token_query query {' '.join(f'token={t}' for t in tokens)}",
+        *_strip_bearer(tokens),
         "route @token_query {",
-        "\tvars vastinit_token {query.token}",
+        # {query.token} is every value, comma-joined; the first one is the token that matched.
+        "\tmap {query.token} {vastinit_first_token} {",
+        '\t\t~^([^,]*) "$1"',
+        "\t}",
+        "\tvars vastinit_token {vastinit_first_token}",
+        *_indent(_strip_token_params(), 1),
         f'\theader Set-Cookie "{cookie}={{vars.vastinit_token}}; Path=/; '
         f'Max-Age={COOKIE_MAX_AGE}; HttpOnly; SameSite=Lax"',
-        '\turi replace "&token={vars.vastinit_token}" ""',
-        '\turi replace "token={vars.vastinit_token}&" ""',
-        '\turi replace "token={vars.vastinit_token}" ""',
         '\t@navigation expression `{http.request.header.Sec-Fetch-Mode} == "navigate" || '
         '{http.request.header.Accept}.contains("text/html")`',
         "\tredir @navigation {uri} 302",
@@ -237,13 +240,61 @@ def _auth(route: Route, auth: AuthSettings, flush: str) -> list[str]:
         f"\tnot path {' '.join(PUBLIC_PATHS)}",
         # One value per line: Caddy 2.6's header matcher takes one; the lines are AND-ed nots.
         *(f"\tnot header Cookie *{cookie}={t}*" for t in tokens),
-        *(f'\tnot header Authorization "{s} {t}"' for t in tokens for s in ("Bearer", "bearer")),
+        "\tnot vars vastinit_bearer yes",
         "}",
         'header @denied WWW-Authenticate "Bearer"',
         'respond @denied "401 Unauthorized: send Authorization: Bearer TOKEN, the '
         f'{cookie} cookie, or open this page once with ?token=TOKEN" 401',
     ]
     return lines
+
+
+# A `token` query parameter, its name in any percent-encoding (Go decodes the name as well
+# as the value: `%74oken=...` is `token` to Caddy's query matcher), with or without a value.
+_TOKEN_NAME = "(?:t|%74)(?:o|%6[fF])(?:k|%6[bB])(?:e|%65)(?:n|%6[eE])"
+_TOKEN_PARAM = f"{_TOKEN_NAME}(?:=[^&]*)?"
+# The whole query string, split around its first token parameter: ${1} is what follows it
+# when it comes first; otherwise ${2} precedes it (without the `&`) and ${3} follows it.
+TOKEN_PARAM_REGEX = f"^(?:{_TOKEN_PARAM}(?:&(.*))?|(.*?)&{_TOKEN_PARAM}(&.*)?)$"
+MAX_TOKEN_PARAMS = 8  # removed one per pass; a request with more gets 400
+
+
+def _strip_token_params() -> list[str]:
+    # Caddy 2.6 has no `uri query -token` (2.7 does): each `uri replace` swaps the whole
+    # query string (the map's ${0}) for the same string without its first token parameter,
+    # so a token parameter anywhere, in any encoding, repeated, is removed and every other
+    # parameter kept byte for byte and in order. The map is evaluated at each use, on the
+    # query string as the previous pass left it; with no token parameter left it yields ""
+    # and the replace changes nothing. (Any `uri replace` also cleans the path: `//` and
+    # `..` segments are resolved, as Caddy's own matchers see it.)
+    return [
+        "map {query} {vastinit_query} {vastinit_query_clean} {",
+        f'\t~{TOKEN_PARAM_REGEX} "$0" "$1$2$3"',
+        '\tdefault "" ""',
+        "}",
+        *(["uri replace {vastinit_query} {vastinit_query_clean}"] * MAX_TOKEN_PARAMS),
+        "@token_left query token=*",
+        f'respond @token_left "400 Bad Request: more than {MAX_TOKEN_PARAMS} token parameters" 400',
+    ]
+
+
+def _strip_bearer(tokens: list[str]) -> list[str]:
+    # `Authorization: Bearer TOKEN` (RFC 7235: the scheme in any case) lets the request in
+    # (vastinit_bearer) and is dropped, so the upstream never sees the token; any other
+    # Authorization header passes untouched.
+    auth = "{http.request.header.Authorization}"
+    match = " || ".join(
+        f'({auth}.size() == 7 + {t}.size() && {auth}.matches("^[Bb][Ee][Aa][Rr][Ee][Rr][ ]") '
+        f"&& {auth}.endsWith({t}))"
+        for t in tokens
+    )
+    return [
+        "# Authorization: Bearer TOKEN, the scheme in any case (RFC 7235), then the token",
+        "# exactly. It lets the request in and is not passed on: the upstream never sees it.",
+        f"@token_bearer expression `{match}`",
+        "vars @token_bearer vastinit_bearer yes",
+        "request_header @token_bearer -Authorization",
+    ]
 
 
 def _proxy(route: Route, flush: str) -> list[str]:
