@@ -1,7 +1,8 @@
 """Daemonizes the classic way, then exits: fork, setsid, fork again; the parent and the
 middle process exit 0 at once. The daemon (now in a session of its own, an orphan) writes
 its pid to argv[1], prints argv[2] numbered lines ``daemon line N`` 20 ms apart on the
-stdout it inherited, and exits 0."""
+stdout it inherited, and exits 0. Each line is one write(2), so lines of the daemon and of
+its parent, sharing the pipe, never interleave mid-line."""
 
 import os
 import sys
@@ -16,9 +17,9 @@ if middle == 0:
             f.write(str(os.getpid()))
         os.rename(pidfile + ".tmp", pidfile)
         for i in range(count):
-            print(f"daemon line {i}", flush=True)
+            os.write(1, f"daemon line {i}\n".encode())
             time.sleep(0.02)
         os._exit(0)
     os._exit(0)
 os.waitpid(middle, 0)
-print("parent exiting", flush=True)
+os.write(1, b"parent exiting\n")
