@@ -11,7 +11,7 @@ import sys
 import textwrap
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -62,6 +62,7 @@ class Vastinit:
         args: list[str] | None = None,
         pid1: bool = False,
         control: bool = False,
+        wrap: Sequence[str] = (),
     ) -> None:
         self.units = units
         self.pid1 = pid1
@@ -83,6 +84,8 @@ class Vastinit:
         cmd += args or []
         if pid1:
             cmd = ["unshare", "--pid", "--fork", "--mount-proc", *cmd]
+        # A wrapper that ends by exec'ing the rest (prlimit, `unshare -m sh -c '... exec "$@"'`).
+        cmd = [*wrap, *cmd]
         self.lines: list[str] = []
         self.events: list[dict[str, Any]] = []
         self._cond = threading.Condition()
