@@ -117,5 +117,10 @@ def test_vastinit_out_of_fds_recovers_and_restarts_units(
         time.sleep(1)
     probe.assert_responsive()
     noisy = [ln for ln in v.lines if "accept" in ln.lower() or "Too many open files" in ln]
+    print(
+        f"out of fds: flappy {v.states('flappy')[:before].count('backoff')} backoffs by the end "
+        f"of the starved period; {len(noisy)} lines about accept/EMFILE; status worst "
+        f"{probe.worst_ms():.1f} ms after the clients closed"
+    )
     assert len(noisy) <= 50, f"{len(noisy)} lines about accept/EMFILE, e.g. {noisy[:2]}"
     assert v.terminate() == 0

@@ -90,6 +90,10 @@ def test_full_log_dir_drops_are_counted_and_the_sink_recovers(
     assert in_file == sorted(set(in_file)), "lines out of order or repeated in writer.log"
     assert in_file[: full_at + 1] == list(range(full_at + 1)), "a gap before the disk filled"
     lost = total - len(in_file)  # 0 is fine too, if vastinit held them until there was room
+    print(
+        f"full log dir: {lost} of {total} lines not in writer.log; status worst "
+        f"{probe.worst_ms():.1f} ms"
+    )
     assert reported_lost(v, "writer", file_text=data) == lost, (
         f"{lost} lines missing from writer.log; vastinit must report that count"
     )
@@ -133,8 +137,8 @@ def test_stalled_log_file_does_not_freeze_vastinit(
     reader = threading.Thread(target=read_fifo, daemon=True)
     reader.start()
     try:
+        v.wait_control()  # sampling starts once the socket is there
         with StatusProbe(v.socket, tmp_path) as probe:
-            v.wait_control()
             v.wait_state("stuck", "running")
             # Two seconds of stall (a few thousand lines into a file that takes none).
             wait_until(
@@ -171,6 +175,10 @@ def test_stalled_log_file_does_not_freeze_vastinit(
     in_fifo = numbers(bytes(received))
     assert in_fifo == sorted(set(in_fifo)), "lines out of order or repeated"
     lost = total - len(in_fifo)  # 0 is fine too, if vastinit held them until the reader came
+    print(
+        f"stalled log file: {lost} of {total} lines not in the FIFO; status worst "
+        f"{probe.worst_ms():.1f} ms"
+    )
     assert vastinit_warnings(v, "stuck"), "no warning mentions the stalled log file of stuck"
     assert reported_lost(v, "stuck") == lost, (
         f"{lost} lines never reached stuck.log; vastinit must report that count"

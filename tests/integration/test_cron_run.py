@@ -256,3 +256,36 @@ def test_shutdown_stops_a_running_job_by_its_stop_rule(
     stopped = v.event("stubborn", "stopped")
     assert stopped is not None and "SIGKILL after SIGTERM timed out" in stopped["cause"]
     assert not any(pid_alive(p) for p in pids)
+
+
+def test_a_run_whose_environment_cannot_be_built_is_logged_and_the_schedule_goes_on(
+    units_dir: Path, tmp_path: Path, vastinit_run: Start
+) -> None:
+    # 2 x 100 KiB: one expanded value past MAX_EXPANSION (128 KiB), which execve refuses.
+    env_file = tmp_path / "job.env"
+    env_file.write_text("A=" + "a" * 100 * 1024 + "\n")
+    write_unit(
+        units_dir,
+        "big",
+        f"""
+        type = "cron"
+        command = "sh -c 'echo big ran $${{#X}}'"
+        env_files = ["{env_file}"]
+        environment = {{ X = "${{A}}${{A}}" }}
+        [schedule]
+        cron = "@daily"
+        run_on_start = true
+    """,
+    )
+    v = vastinit_run(control=True)
+    v.wait_control()
+    failed = wait_event(v, "big", "cron run could not start")
+    assert "environment.X" in failed["error"], failed
+    st = status(v, "big")
+    assert st["state"] == "scheduled" and st["last_exit_code"] == 127, st
+    # Fixed on disk: the next run (here: run now) reads the files again and runs.
+    env_file.write_text("A=short\n")
+    assert v.ctl("start", "big").returncode == 0
+    v.wait_line("big", "big ran 10")
+    v.wait_state("big", "scheduled", count=2)
+    assert v.terminate() == 0

@@ -8,6 +8,7 @@ the loop on the file (the old, synchronous FileSink) fails the test instead of h
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import shutil
@@ -281,3 +282,62 @@ def test_a_full_disk_loses_counted_lines_and_recovers_with_a_notice(tmp_path: Pa
     assert len(numbers) + lost == total
     assert numbers == sorted(numbers)
     assert numbers[-1] == total - 1  # the lines after the recovery are all there
+
+
+async def test_a_slow_but_moving_log_file_holds_the_unit_back_and_loses_nothing(
+    tmp_path: Path,
+) -> None:
+    """A file that takes lines slower than a unit floods them (a busy host, a slow disk),
+    but always takes some: the unit's pipe holds the backlog (backpressure), as with a busy
+    stdout. Only a file that takes nothing for STALL_WARN_S loses lines."""
+    path = tmp_path / "u.log"
+    os.mkfifo(path)
+    rfd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
+    got = bytearray()
+    stop = threading.Event()
+
+    def slow_reader() -> None:  # about 12 MB/s: 64 KiB every 5 ms
+        while not stop.is_set():
+            with contextlib.suppress(BlockingIOError):
+                got.extend(os.read(rfd, 1 << 16))
+            time.sleep(0.005)
+
+    lines = 16 * 1024  # 16 MiB: four times the sink's queue
+    r, w = os.pipe2(os.O_CLOEXEC)
+    console = ConsoleSink(w, color=False)
+    console.close()  # stdout is not the subject here: its gate never holds
+    reader = threading.Thread(target=slow_reader, daemon=True)
+    reader.start()
+    try:
+        mux = LogMux(console, tmp_path)
+        ulog = mux.unit_log("u", "u.log", 1 << 40, 1)
+        pr, pw = os.pipe2(os.O_CLOEXEC)
+        pump = ulog.attach(pr, "stdout")
+        data = numbered(0, lines)
+
+        def unit() -> None:  # a unit flooding its stdout as fast as the pipe takes it
+            view = memoryview(data)
+            while view:
+                view = view[os.write(pw, view) :]
+            os.close(pw)
+
+        writer = threading.Thread(target=unit, daemon=True)
+        writer.start()
+        with anyio.fail_after(30):
+            await pump.wait_eof()
+            assert ulog.file is not None
+            while ulog.file.queued_bytes:
+                await anyio.sleep(0.01)
+        writer.join(5)
+        assert ulog.file.lost_lines == 0
+        await mux.aclose()
+        with anyio.fail_after(10):
+            while len(got) < len(data):
+                await anyio.sleep(0.01)
+        assert bytes(got) == data
+    finally:
+        stop.set()
+        reader.join(5)
+        os.close(rfd)
+        os.close(r)
+        os.close(w)

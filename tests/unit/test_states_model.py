@@ -31,7 +31,7 @@ BARRIER_EDGES = True
 # barrier-only moves are not checked here, and the one test that needs them is a strict
 # xfail.  LEAD: set this to True when core's TRANSITIONS is merged (the strict xfail turns
 # into a failure the moment the table has the edges and this still says False).
-BARRIER_IN_TABLE = False
+BARRIER_IN_TABLE = True
 
 # What each state means (docs/states.md, "States").
 AT_REST = frozenset({S.INACTIVE, S.STOPPED, S.EXITED, S.FAILED, S.SKIPPED})  # nothing runs

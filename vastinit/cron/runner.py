@@ -38,7 +38,7 @@ from vastinit.config import resolve_unit, start_environment
 from vastinit.config.values import format_duration
 from vastinit.cron.expression import is_reboot
 from vastinit.cron.scheduler import Clock, CronRuns, CronTimer, SystemClock, format_when
-from vastinit.errors import SpawnError
+from vastinit.errors import SpawnError, VastinitError
 from vastinit.model import State
 from vastinit.proc.group import group_alive
 from vastinit.proc.spawn import Child
@@ -117,7 +117,7 @@ class CronJob:
                 cause = "@reboot: run at start" if is_reboot(self.schedule.cron) else "run on start"
             else:
                 cause = f"scheduled run for {format_when(due)}"
-            self._due(due, cause)
+            await self._due(due, cause)
 
     def _request(self, send: MemoryObjectSendStream[str], cause: str) -> None:
         """``run_now_hook``: queue a run-now request for the unit's own task."""
@@ -132,17 +132,34 @@ class CronJob:
 
     async def _request_loop(self, receive: MemoryObjectReceiveStream[str]) -> None:
         async for cause in receive:
-            self._due(self.clock.wall(), f"{cause}: run now")
+            await self._due(self.clock.wall(), f"{cause}: run now")
 
-    def _due(self, due: datetime, cause: str) -> None:
+    async def _due(self, due: datetime, cause: str) -> None:
         """A run is due at ``due``: start it unless the condition or the overlap rule says no.
 
-        Synchronous up to ``start_soon``, so two due runs never both pass ``admit``.
+        Env files are read off the loop (a slow or huge file must not stall it); from
+        ``admit`` to ``start_soon`` nothing awaits, so two due runs never both pass ``admit``.
         """
         runner = self.runner
         if runner.held:
             return  # shutting down: the schedule may not begin a run any more
-        env = start_environment(runner.unit, runner.ctx.base_env)
+        try:
+            env = await anyio.to_thread.run_sync(
+                start_environment, runner.unit, runner.ctx.base_env, abandon_on_cancel=True
+            )
+        except (ValueError, VastinitError) as exc:
+            # A bad env file or an expansion too large: this run cannot start, the schedule
+            # goes on (the next run reads the files again, perhaps fixed by then).
+            runner.record_exit(ExitStatus(code=_CANNOT_START), duration=0.0)
+            runner.log.error(
+                "cron run could not start",
+                due=format_when(due),
+                error=str(exc),
+                next_run=self._next_text(),
+            )
+            return
+        if runner.held:
+            return
         problem = condition_problem(runner.unit, env)
         if problem is not None:
             runner.log.info(

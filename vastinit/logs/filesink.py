@@ -25,6 +25,7 @@ from pathlib import Path
 
 import structlog
 
+from vastinit.logs.flow import FlowGate
 from vastinit.logs.line import count_lines
 
 _log = structlog.get_logger("vastinit.logs")
@@ -37,6 +38,10 @@ REOPEN_INTERVAL = 1.0
 
 QUEUE_BYTES = 4 << 20
 """Bytes of lines queued for one file (the batch being written included); past it, drops."""
+
+STALL_WARN_S = 1.0
+"""A write or open of the file taking this long is reported as a stall (a hung mount), even
+before the queue fills and lines are dropped."""
 
 CLOSE_TIMEOUT = 2.0
 """How long closing waits for the queue to reach the file; the rest is counted as lost."""
@@ -134,6 +139,12 @@ class FileSink:
         self._reopen_interval = reopen_interval
         self._last_warning = -WARN_INTERVAL
         self._last_drop_warning = -WARN_INTERVAL
+        self._last_stall_warning = -WARN_INTERVAL
+        # Backpressure before drops: over half the queue, the unit's pumps stop reading (its
+        # pipe holds the backlog) while the writer makes progress; only a writer that made
+        # none for STALL_WARN_S releases them, and then a full queue drops, counted.
+        self.gate = FlowGate(queue_bytes // 2, queue_bytes // 4, stall_s=STALL_WARN_S)
+        self._stall_warned = False  # the batch being written was reported as stalled
         # Shared with the writer thread, under _lock:
         self._lock = threading.Lock()
         self._wake = threading.Condition(self._lock)  # the writer waits for work here
@@ -141,6 +152,7 @@ class FileSink:
         self._queue: deque[bytes | _Gap] = deque()
         self._queued = 0  # bytes queued plus the batch being written
         self._inflight: list[bytes | _Gap] = []  # the batch being written
+        self._busy_since = 0.0  # monotonic time the writer took the batch (0: not writing)
         self._waiting = False  # the writer is waiting on _wake
         self._thread: threading.Thread | None = None
         self._closing = False
@@ -185,8 +197,14 @@ class FileSink:
                     self._wake.notify()
             if self._thread is None:
                 self._start()
+            busy_since = self._busy_since
+            level = self._queued
+        if not dropping:
+            self.gate.grew(level)
         if dropping:
             self._warn_dropping()
+        elif busy_since and time.monotonic() - busy_since >= STALL_WARN_S:
+            self._warn_stalled(busy_since)
 
     def flush(self, timeout: float = CLOSE_TIMEOUT) -> bool:
         """Wait (blocking) until everything queued is in the file; False on timeout."""
@@ -239,6 +257,7 @@ class FileSink:
 
         For closing when the disk does not take the lines in time; a no-op when idle.
         """
+        self.gate.close()  # never hold a reader for a file given up on
         with self._lock:
             if self._thread is None:
                 return
@@ -284,13 +303,23 @@ class FileSink:
                         return
                 items = self._inflight = list(self._queue)
                 self._queue.clear()
+                self._busy_since = time.monotonic() if items else 0.0
             if items:
                 nbytes = self._write_items(items)
                 with self._lock:
                     self._inflight = []
                     self._queued -= nbytes
+                    self._busy_since = 0.0
+                    stalled, self._stall_warned = self._stall_warned, False
                     if not self._queued and not self._queue:
                         self._done.notify_all()
+                self._progress()
+                if stalled:
+                    self._report(
+                        lambda: _log.warning(
+                            "log file moving again", unit=self.unit, path=str(self.path)
+                        )
+                    )
                 continue
             # Closing and nothing left: close the file, then end unless more came meanwhile.
             self._drop_fd()
@@ -480,6 +509,16 @@ class FileSink:
             self._fd = -1
             self._midline = False
 
+    def _progress(self) -> None:
+        """From the writer thread: the file took a batch; tell the gate, on the loop."""
+        loop = self._loop
+        if loop is not None:
+            with contextlib.suppress(RuntimeError):  # the loop is closed: nobody to release
+                loop.call_soon_threadsafe(self._shrank)
+
+    def _shrank(self) -> None:
+        self.gate.shrank(self._queued)
+
     def _report(self, fn: Callable[[], None]) -> None:
         """Run ``fn`` (a log call) on the event loop, or here when there is none."""
         loop = self._loop
@@ -505,6 +544,22 @@ class FileSink:
                     errors=self.errors,
                     lost_lines=self.lost_lines,
                 )
+            )
+
+    def _warn_stalled(self, since: float) -> None:
+        """On the loop: one write or open has taken STALL_WARN_S; at most once an interval."""
+        now = time.monotonic()
+        if now - self._last_stall_warning >= WARN_INTERVAL:
+            self._last_stall_warning = now
+            with self._lock:
+                self._stall_warned = True
+            _log.warning(
+                "log file stalled: a write has not returned",
+                unit=self.unit,
+                path=str(self.path),
+                seconds=round(now - since, 1),
+                queued_bytes=self._queued,
+                lost_lines=self.lost_lines,
             )
 
     def _warn_dropping(self) -> None:

@@ -12,6 +12,7 @@ import structlog
 
 from vastinit.logs.console import ConsoleSink
 from vastinit.logs.filesink import CLOSE_TIMEOUT, FileSink
+from vastinit.logs.flow import FlowGate
 from vastinit.logs.line import Chunk, LogLine
 from vastinit.logs.pump import Pump
 from vastinit.logs.ring import FollowBudget, LogRing, LogSubscription, merge_tail
@@ -69,9 +70,14 @@ class UnitLog:
         """Start reading ``fd`` (a pipe's read end, now owned and closed at EOF) as ``stream``."""
         # The console's gate: while stdout is busy, the unit's pipe holds the backlog.
         gate = self._mux.console.gate
-        pump = Pump(fd, stream, self._deliver, on_eof=self._pumps.discard, gate=gate)
+        pump = Pump(
+            fd, stream, self._deliver, on_eof=self._pumps.discard, gate=gate, file_gate=self._gate
+        )
         self._pumps.add(pump)
         return pump
+
+    def _gate(self) -> FlowGate | None:
+        return self._file.gate if self._file is not None else None
 
     def add_watcher(self, fn: LineWatcher) -> Callable[[], None]:
         """Call ``fn`` with each batch of complete lines; returns the function that unsubscribes."""

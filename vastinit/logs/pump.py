@@ -7,7 +7,9 @@ milliseconds while cutting wake-ups by orders of magnitude under load.
 
 With a ``gate`` (the console's FlowGate), the pump does not read while the gate holds: it
 stops watching the fd and is called back when stdout has caught up (or stalled), so a busy
-stdout slows the unit down to its pace, through the pipe, instead of losing lines.
+stdout slows the unit down to its pace, through the pipe, instead of losing lines.  The
+unit's log file has a gate of its own (``file_gate``), for a writer thread that falls
+behind a flood on a busy host: the same hold, the same release when it stalls for real.
 """
 
 from __future__ import annotations
@@ -53,12 +55,15 @@ class Pump:
         *,
         on_eof: Callable[[Pump], None] | None = None,
         gate: FlowGate | None = None,
+        file_gate: Callable[[], FlowGate | None] | None = None,
     ) -> None:
         self.fd = fd
         self.stream = stream
         self._deliver = deliver
         self._on_eof = on_eof
         self._gate = gate
+        self._file_gate = file_gate  # the unit's current log file's gate (a reload may swap it)
+        self._held_by: FlowGate | None = None  # the gate we wait on, if any
         self._framer = LineFramer()
         self._loop = asyncio.get_running_loop()
         self._eof = asyncio.Event()
@@ -111,6 +116,12 @@ class Pump:
         except OSError:
             return b""  # EIO from a pty whose other side closed, EBADF...: the end.
 
+    def _holding_gate(self) -> FlowGate | None:
+        if self._gate is not None and self._gate.holding:
+            return self._gate
+        gate = self._file_gate() if self._file_gate is not None else None
+        return gate if gate is not None and gate.holding else None
+
     def _resume(self) -> None:
         """The gate opened: read on the next loop turn (never inside the console's write)."""
         if not self._done and self._timer is None:
@@ -120,10 +131,13 @@ class Pump:
         self._timer = None
         if self._done:
             return
-        if self._gate is not None and self._gate.holding:
-            # stdout is behind: leave the backlog in the pipe until the gate calls us back.
+        held = self._holding_gate()
+        if held is not None:
+            # stdout or the log file is behind: leave the backlog in the pipe until the gate
+            # calls us back.
             self._unwatch()
-            self._gate.wait(self._resume)
+            self._held_by = held
+            held.wait(self._resume)
             return
         data = self._read_some()
         if data is None:
@@ -152,8 +166,9 @@ class Pump:
     def _finish(self) -> None:
         self._done = True
         self._unwatch()
-        if self._gate is not None:
-            self._gate.cancel(self._resume)
+        if self._held_by is not None:
+            self._held_by.cancel(self._resume)
+            self._held_by = None
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
