@@ -53,14 +53,7 @@ def after_exit(
         if status.success:
             return Decision(AfterExit.EXITED, what)
         return Decision(AfterExit.FAILED, f"{what}, restart policy {policy.mode.value}")
-    recent = sum(1 for t in restarts if now - t < policy.window)
-    if recent >= policy.limit:
-        return Decision(
-            AfterExit.FAILED,
-            f"{what}; restart limit reached ({recent} restarts within "
-            f"{format_duration(policy.window)})",
-        )
-    return Decision(AfterExit.RESTART, what)
+    return _restart_unless_limit(policy, what, restarts, now)
 
 
 def after_spawn_error(
@@ -69,14 +62,21 @@ def after_spawn_error(
     """What to do when a start failed for want of a resource (EMFILE, EAGAIN, ...): try
     again after the backoff delay whatever the restart mode (the program never ran), but
     count the try toward the crash-loop limit, so a lasting shortage ends in ``failed``."""
+    return _restart_unless_limit(policy, reason, restarts, now)
+
+
+def _restart_unless_limit(
+    policy: RestartPolicy, what: str, restarts: Sequence[float], now: float
+) -> Decision:
+    """RESTART, or FAILED once ``policy.limit`` restarts fall within ``policy.window``."""
     recent = sum(1 for t in restarts if now - t < policy.window)
     if recent >= policy.limit:
         return Decision(
             AfterExit.FAILED,
-            f"{reason}; restart limit reached ({recent} restarts within "
+            f"{what}; restart limit reached ({recent} restarts within "
             f"{format_duration(policy.window)})",
         )
-    return Decision(AfterExit.RESTART, reason)
+    return Decision(AfterExit.RESTART, what)
 
 
 def backoff_delay(policy: RestartPolicy, consecutive_failures: int) -> float:
