@@ -191,6 +191,11 @@ def test_auth_cookie_reaches_no_upstream(
         (f"/x?token=x&token={TOKEN}&a=1", {"Cookie": f"{COOKIE}={TOKEN}"}, "a=1"),
         (f"/x?a=%41&%74oken={TOKEN}", BEARER, "a=%41"),
         ("/x?token=mine&n=5", BEARER, "n=5"),
+        # `;` separates parameters for some upstreams; Go (and so Caddy's query matcher)
+        # drops such a pair, but the upstream would still read the token in it.
+        (f"/x?a=1;token={TOKEN}", BEARER, "a=1"),
+        (f"/x?token={TOKEN};a=1&b=2", BEARER, "a=1&b=2"),
+        (f"/x?a=1&token={TOKEN};b;token=x", {"Cookie": f"{COOKIE}={TOKEN}"}, "a=1;b"),
     ],
 )
 def test_query_token_reaches_no_upstream(

@@ -268,7 +268,7 @@ def _strip_credentials(auth: AuthSettings, authed: bool) -> list[str]:
     if authed:
         lines += [
             "# ... nor any `token` query parameter, whatever its value.",
-            "@token_param query token=*",
+            f"@token_param expression `{HAS_TOKEN_PARAM}`",
             "route @token_param {",
             *_indent(_strip_token_params(""), 1),
             "}",
@@ -293,11 +293,15 @@ def _strip_cookie(name: str) -> list[str]:
 
 # A `token` query parameter, its name in any percent-encoding (Go decodes the name as well
 # as the value: `%74oken=...` is `token` to Caddy's query matcher), with or without a value.
+# Parameters are separated by `&` or by `;`: Go drops a pair with a `;` in it (so Caddy's
+# query matcher does not see it), but some upstreams split on `;` and would read the token.
 _TOKEN_NAME = "(?:t|%74)(?:o|%6[fF])(?:k|%6[bB])(?:e|%65)(?:n|%6[eE])"
-_TOKEN_PARAM = f"{_TOKEN_NAME}(?:=[^&]*)?"
+_TOKEN_PARAM = f"{_TOKEN_NAME}(?:=[^&;]*)?"
 # The whole query string, split around its first token parameter: ${1} is what follows it
-# when it comes first; otherwise ${2} precedes it (without the `&`) and ${3} follows it.
-TOKEN_PARAM_REGEX = f"^(?:{_TOKEN_PARAM}(?:&(.*))?|(.*?)&{_TOKEN_PARAM}(&.*)?)$"
+# when it comes first; otherwise ${2} precedes it (without its separator) and ${3} follows.
+TOKEN_PARAM_REGEX = f"^(?:{_TOKEN_PARAM}(?:[&;](.*))?|(.*?)[&;]{_TOKEN_PARAM}([&;].*)?)$"
+# Whether the query string has a token parameter at all (the raw string: see above).
+HAS_TOKEN_PARAM = f'{{query}}.matches("(?:^|[&;]){_TOKEN_PARAM}(?:[&;]|$)")'
 MAX_TOKEN_PARAMS = 8  # removed one per pass; a request with more gets 400
 
 
@@ -316,7 +320,7 @@ def _strip_token_params(suffix: str) -> list[str]:
         '\tdefault "" ""',
         "}",
         *(["uri replace {vastinit_query} {vastinit_query_clean}"] * MAX_TOKEN_PARAMS),
-        f"@token_left{suffix} query token=*",
+        f"@token_left{suffix} expression `{HAS_TOKEN_PARAM}`",
         f'respond @token_left{suffix} "400 Bad Request: more than {MAX_TOKEN_PARAMS} token '
         'parameters" 400',
     ]
