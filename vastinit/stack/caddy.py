@@ -230,7 +230,7 @@ def _auth(route: Route, auth: AuthSettings) -> list[str]:
         '\t\t~^([^,]*) "$1"',
         "\t}",
         "\tvars vastinit_token {vastinit_first_token}",
-        "\tvars vastinit_query yes",
+        "\tvars vastinit_by_query yes",
         f'\theader Set-Cookie "{cookie}={{vars.vastinit_token}}; Path=/; '
         f'Max-Age={COOKIE_MAX_AGE}; HttpOnly; SameSite=Lax"',
         '\t@navigation expression `{http.request.header.Sec-Fetch-Mode} == "navigate" || '
@@ -246,7 +246,7 @@ def _auth(route: Route, auth: AuthSettings) -> list[str]:
         # One value per line: Caddy 2.6's header matcher takes one; the lines are AND-ed nots.
         *(f"\tnot header Cookie *{cookie}={t}*" for t in tokens),
         "\tnot vars vastinit_bearer yes",
-        "\tnot vars vastinit_query yes",
+        "\tnot vars vastinit_by_query yes",
         "}",
         'header @denied WWW-Authenticate "Bearer"',
         'respond @denied "401 Unauthorized: send Authorization: Bearer TOKEN, the '
