@@ -158,6 +158,7 @@ class Expose:
     path: str = "/"
     label: str = ""
     auth: bool = True
+    pass_credentials: bool = False  # the upstream checks the edge token: Caddy strips nothing
 
 
 @dataclass(frozen=True)

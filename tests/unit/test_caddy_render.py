@@ -127,6 +127,38 @@ def test_auth_is_on_by_default_and_off_where_excluded() -> None:
     assert "@denied" not in off and "reverse_proxy localhost:18000" in off
 
 
+SHARED = Route(9100, 19100, label="Token app", pass_credentials=True)
+
+
+@needs_caddy
+@pytest.mark.parametrize(
+    "auth", [AuthSettings(), AuthSettings(enabled=False)], ids=["auth", "auth-off"]
+)
+def test_rendered_file_with_a_route_sharing_the_token_passes_caddy_validate(
+    tmp_path: Path, auth: AuthSettings
+) -> None:
+    _validate(tmp_path, render_caddyfile([API, SHARED, Route(9000, 19000, auth=False)], auth=auth))
+
+
+def test_credentials_are_stripped_except_where_the_route_shares_the_token() -> None:
+    text = render_caddyfile(
+        [API, SHARED, Route(9000, 19000, auth=False)], auth=AuthSettings(cookie_name="C.7_x")
+    )
+    api, shared, public = _site(text, 8000), _site(text, 9100), _site(text, 9000)
+    # Behind auth: the Bearer header, the cookie, every token parameter.
+    assert "request_header @token_bearer -Authorization" in api
+    assert "request_header Cookie `;[ \\t]*C[.]7_x=[^;]*()` $1" in api
+    assert "route @token_param {" in api
+    # Declared to share the token: still checked, nothing stripped.
+    assert "@denied" in shared
+    assert "(route; auth on; credentials passed on)\nhttp://:9100 {" in text
+    assert "-Authorization" not in shared and "request_header Cookie" not in shared
+    assert "route @token_param" not in shared
+    # No auth: only the cookie (a browser sends it to every port of the host).
+    assert "request_header Cookie" in public and "-Authorization" not in public
+    assert "route @token_param" not in public
+
+
 def test_alias_routes_get_no_site() -> None:
     text = render_caddyfile([ALIAS], auth=AuthSettings())
     assert ":8080" not in text

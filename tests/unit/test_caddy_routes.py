@@ -151,3 +151,14 @@ def test_site_plan(env: dict[str, str], jupyter_launch: bool, served_ports: list
     assert [r.port for r in served] == served_ports
     assert all(reason for _, reason in skipped)
     assert len(served) + len(skipped) == len(ROUTES)
+
+
+def test_exposed_route_says_whether_its_upstream_shares_the_token() -> None:
+    routes = routes_from_expose(
+        [
+            ("app", Expose(port=9000, target=19000, pass_credentials=True)),
+            ("web", Expose(port=9001, target=19001)),
+        ]
+    )
+    assert [r.pass_credentials for r in routes] == [True, False]
+    assert not Route(8000, 18000).pass_credentials  # PORTAL_CONFIG entries never share

@@ -133,6 +133,11 @@ CASES = [
         "expose[0].auth: expected a boolean",
     ),
     (
+        CMD + '[[expose]]\nport = 1\ntarget = 2\npass_credentials = "yes"\n',
+        5,
+        "expose[0].pass_credentials: expected a boolean",
+    ),
+    (
         CMD + "[[expose]]\nport = 80\ntarget = 2\n[[expose]]\nport = 80\ntarget = 3\n",
         6,
         "expose[1].port: port 80 is exposed twice",
@@ -186,6 +191,7 @@ GOOD = [
     CMD + "[stop]\nsignal = 2\ntimeout = 0\n",
     CRON + 'cron = "*/5 * * * *"\ntimezone = "Europe/Berlin"\nrun_on_start = true\n',
     'type = "oneshot"\ncommand = "echo $HOME $$"\n[condition]\nenv = ["HOME"]\n',
+    CMD + "[[expose]]\nport = 9000\ntarget = 19000\npass_credentials = true\n",
 ]
 
 
@@ -240,3 +246,10 @@ def test_all_problems_of_one_file_are_reported_together(tmp_path: Path) -> None:
         {"u": 'command = []\ntype = "x"\n[restart]\nlimit = -1\n[depends_on]\nzzz = "ready"\n'},
     )
     assert [f.split(": unit u: ")[0].rsplit(":", 1)[1] for f in found] == ["1", "2", "4", "6"]
+
+
+def test_expose_pass_credentials_defaults_to_false(tmp_path: Path) -> None:
+    text = "[[expose]]\nport = 9000\ntarget = 1\npass_credentials = true\n"
+    (tmp_path / "u.toml").write_text(CMD + text + "[[expose]]\nport = 9001\ntarget = 2\n")
+    unit = load_units([tmp_path])["u"]
+    assert [e.pass_credentials for e in unit.expose] == [True, False]

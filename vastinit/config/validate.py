@@ -95,7 +95,7 @@ _RESTART = ("policy", "delay", "max_delay", "limit", "window", "essential")
 _STOP = ("signal", "mode", "timeout")
 _LOG = ("file", "max_size", "keep")
 _SCHEDULE = ("cron", "timezone", "overlap", "run_on_start")
-_EXPOSE = ("port", "target", "path", "label", "auth")
+_EXPOSE = ("port", "target", "path", "label", "auth", "pass_credentials")
 
 
 def dotted(path: KeyPath) -> str:
@@ -482,6 +482,7 @@ class _Builder:
                 self.report((*base, "path"), f"{dotted((*base, 'path'))}: must start with '/'")
             label = self.string(entry, (*base, "label")) or ""
             auth = _or(self.boolean(entry, (*base, "auth")), True)
+            shared = _or(self.boolean(entry, (*base, "pass_credentials")), False)
             if port is None or target is None:
                 continue
             if port in seen:
@@ -489,7 +490,16 @@ class _Builder:
                     (*base, "port"), f"{dotted((*base, 'port'))}: port {port} is exposed twice"
                 )
             seen.add(port)
-            out.append(Expose(port=port, target=target, path=path, label=label, auth=auth))
+            out.append(
+                Expose(
+                    port=port,
+                    target=target,
+                    path=path,
+                    label=label,
+                    auth=auth,
+                    pass_credentials=shared,
+                )
+            )
         return tuple(out)
 
     def port(self, t: Table, path: KeyPath) -> int | None:

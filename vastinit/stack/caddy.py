@@ -183,7 +183,8 @@ def _site(
     authed = auth.applies_to(route)
     lines = [
         f"# {_comment(route.label)}: port {route.port} -> {route.host}:{route.target}"
-        f" ({_comment(route.source) or 'route'}; auth {'on' if authed else 'off'})",
+        f" ({_comment(route.source) or 'route'}; auth {'on' if authed else 'off'}"
+        f"{'; credentials passed on' if route.pass_credentials else ''})",
         f"{scheme}://:{route.port} {{",
     ]
     if bind:
@@ -198,7 +199,9 @@ def _site(
         'respond @portal_resolver "ok" 200',
     ]
     if authed:
-        body += _auth(route, auth, flush)
+        body += _auth(route, auth)
+    if not route.pass_credentials:
+        body += _strip_credentials(auth, authed)
     body += _proxy(route, flush)
     lines += _indent(body, 2)
     lines.append("\t}")
@@ -207,7 +210,7 @@ def _site(
     return lines
 
 
-def _auth(route: Route, auth: AuthSettings, flush: str) -> list[str]:
+def _auth(route: Route, auth: AuthSettings) -> list[str]:
     tokens = [f"{{env.{name}}}" for name in auth.token_vars]
     empty = " || ".join(f'{t} == ""' for t in tokens)
     cookie = auth.cookie_name
@@ -217,23 +220,25 @@ def _auth(route: Route, auth: AuthSettings, flush: str) -> list[str]:
         f"@no_token expression `{empty}`",
         f"respond @no_token \"vastinit: the auth token ({names}) is empty in Caddy's "
         'environment; start Caddy with `vastinit caddyfile --run`" 503',
-        "# ?token=TOKEN: remember it in the cookie and drop it from the URL; a browser",
-        "# navigation is redirected to the clean URL, any other client is served at once.",
+        "# ?token=TOKEN: remember it in the cookie; a browser navigation is redirected to",
+        "# the URL without it, any other client is served at once.",
         f"@token_query query {' '.join(f'token={t}' for t in tokens)}",
-        *_strip_bearer(tokens),
+        *_strip_bearer(tokens, strip=not route.pass_credentials),
         "route @token_query {",
         # {query.token} is every value, comma-joined; the first one is the token that matched.
         "\tmap {query.token} {vastinit_first_token} {",
         '\t\t~^([^,]*) "$1"',
         "\t}",
         "\tvars vastinit_token {vastinit_first_token}",
-        *_indent(_strip_token_params(), 1),
+        "\tvars vastinit_by_query yes",
         f'\theader Set-Cookie "{cookie}={{vars.vastinit_token}}; Path=/; '
         f'Max-Age={COOKIE_MAX_AGE}; HttpOnly; SameSite=Lax"',
         '\t@navigation expression `{http.request.header.Sec-Fetch-Mode} == "navigate" || '
         '{http.request.header.Accept}.contains("text/html")`',
-        "\tredir @navigation {uri} 302",
-        *_indent(_proxy(route, flush), 1),
+        "\troute @navigation {",
+        *_indent(_strip_token_params("_navigation"), 2),
+        "\t\tredir {uri} 302",
+        "\t}",
         "}",
         "# Otherwise the cookie or a Bearer header, or a public well-known path; else 401.",
         "@denied {",
@@ -241,6 +246,7 @@ def _auth(route: Route, auth: AuthSettings, flush: str) -> list[str]:
         # One value per line: Caddy 2.6's header matcher takes one; the lines are AND-ed nots.
         *(f"\tnot header Cookie *{cookie}={t}*" for t in tokens),
         "\tnot vars vastinit_bearer yes",
+        "\tnot vars vastinit_by_query yes",
         "}",
         'header @denied WWW-Authenticate "Bearer"',
         'respond @denied "401 Unauthorized: send Authorization: Bearer TOKEN, the '
@@ -249,52 +255,98 @@ def _auth(route: Route, auth: AuthSettings, flush: str) -> list[str]:
     return lines
 
 
+def _strip_credentials(auth: AuthSettings, authed: bool) -> list[str]:
+    """The edge's own credentials, removed before proxying (the Bearer header: _strip_bearer).
+
+    The auth cookie goes on every site, auth on or off: a browser sends a host's cookies to
+    all of its ports. ``token`` query parameters go where the edge checks the token.
+    """
+    lines = [
+        "# Credentials stop at the edge: the upstream does not see the auth cookie",
+        *_strip_cookie(auth.cookie_name),
+    ]
+    if authed:
+        lines += [
+            "# ... nor any `token` query parameter, whatever its value.",
+            f"@token_param expression `{HAS_TOKEN_PARAM}`",
+            "route @token_param {",
+            *_indent(_strip_token_params(""), 1),
+            "}",
+        ]
+    return lines
+
+
+def _strip_cookie(name: str) -> list[str]:
+    # Caddy 2.6's header replacement is a regex over each Cookie value. The first pass
+    # removes every `; NAME=...` after another cookie (with its separator), the second a
+    # leading `NAME=...; `; the user's other cookies stay byte for byte and in order.
+    # (A replacement must not be empty in the Caddyfile: `$1` is the empty last group.)
+    # A Cookie header left empty (the auth cookie was the only one) is dropped.
+    pattern = name.replace(".", "[.]")
+    return [
+        f"request_header Cookie `;[ \\t]*{pattern}=[^;]*()` $1",
+        f"request_header Cookie `^[ \\t]*{pattern}=[^;]*;?[ \\t]*()` $1",
+        '@cookie_empty expression `{http.request.header.Cookie}.matches("^[ \\t;]*$")`',
+        "request_header @cookie_empty -Cookie",
+    ]
+
+
 # A `token` query parameter, its name in any percent-encoding (Go decodes the name as well
 # as the value: `%74oken=...` is `token` to Caddy's query matcher), with or without a value.
+# Parameters are separated by `&` or by `;`: Go drops a pair with a `;` in it (so Caddy's
+# query matcher does not see it), but some upstreams split on `;` and would read the token.
 _TOKEN_NAME = "(?:t|%74)(?:o|%6[fF])(?:k|%6[bB])(?:e|%65)(?:n|%6[eE])"
-_TOKEN_PARAM = f"{_TOKEN_NAME}(?:=[^&]*)?"
+_TOKEN_PARAM = f"{_TOKEN_NAME}(?:=[^&;]*)?"
 # The whole query string, split around its first token parameter: ${1} is what follows it
-# when it comes first; otherwise ${2} precedes it (without the `&`) and ${3} follows it.
-TOKEN_PARAM_REGEX = f"^(?:{_TOKEN_PARAM}(?:&(.*))?|(.*?)&{_TOKEN_PARAM}(&.*)?)$"
+# when it comes first; otherwise ${2} precedes it (without its separator) and ${3} follows.
+TOKEN_PARAM_REGEX = f"^(?:{_TOKEN_PARAM}(?:[&;](.*))?|(.*?)[&;]{_TOKEN_PARAM}([&;].*)?)$"
+# Whether the query string has a token parameter at all (the raw string: see above).
+HAS_TOKEN_PARAM = f'{{query}}.matches("(?:^|[&;]){_TOKEN_PARAM}(?:[&;]|$)")'
 MAX_TOKEN_PARAMS = 8  # removed one per pass; a request with more gets 400
 
 
-def _strip_token_params() -> list[str]:
+def _strip_token_params(suffix: str) -> list[str]:
     # Caddy 2.6 has no `uri query -token` (2.7 does): each `uri replace` swaps the whole
     # query string (the map's ${0}) for the same string without its first token parameter,
     # so a token parameter anywhere, in any encoding, repeated, is removed and every other
     # parameter kept byte for byte and in order. The map is evaluated at each use, on the
     # query string as the previous pass left it; with no token parameter left it yields ""
     # and the replace changes nothing. (Any `uri replace` also cleans the path: `//` and
-    # `..` segments are resolved, as Caddy's own matchers see it.)
+    # `..` segments are resolved, as Caddy's own matchers see it; so this runs only on a
+    # request with a token parameter.)
     return [
         "map {query} {vastinit_query} {vastinit_query_clean} {",
         f'\t~{TOKEN_PARAM_REGEX} "$0" "$1$2$3"',
         '\tdefault "" ""',
         "}",
         *(["uri replace {vastinit_query} {vastinit_query_clean}"] * MAX_TOKEN_PARAMS),
-        "@token_left query token=*",
-        f'respond @token_left "400 Bad Request: more than {MAX_TOKEN_PARAMS} token parameters" 400',
+        f"@token_left{suffix} expression `{HAS_TOKEN_PARAM}`",
+        f'respond @token_left{suffix} "400 Bad Request: more than {MAX_TOKEN_PARAMS} token '
+        'parameters" 400',
     ]
 
 
-def _strip_bearer(tokens: list[str]) -> list[str]:
+def _strip_bearer(tokens: list[str], *, strip: bool) -> list[str]:
     # `Authorization: Bearer TOKEN` (RFC 7235: the scheme in any case) lets the request in
     # (vastinit_bearer) and is dropped, so the upstream never sees the token; any other
-    # Authorization header passes untouched.
+    # Authorization header passes untouched. A route whose upstream checks the same token
+    # (pass_credentials) keeps it.
     auth = "{http.request.header.Authorization}"
     match = " || ".join(
         f'({auth}.size() == 7 + {t}.size() && {auth}.matches("^[Bb][Ee][Aa][Rr][Ee][Rr][ ]") '
         f"&& {auth}.endsWith({t}))"
         for t in tokens
     )
-    return [
+    lines = [
         "# Authorization: Bearer TOKEN, the scheme in any case (RFC 7235), then the token",
-        "# exactly. It lets the request in and is not passed on: the upstream never sees it.",
+        "# exactly. It lets the request in"
+        + (" and is not passed on: the upstream never sees it." if strip else "."),
         f"@token_bearer expression `{match}`",
         "vars @token_bearer vastinit_bearer yes",
-        "request_header @token_bearer -Authorization",
     ]
+    if strip:
+        lines.append("request_header @token_bearer -Authorization")
+    return lines
 
 
 def _proxy(route: Route, flush: str) -> list[str]:

@@ -38,6 +38,9 @@ class Route:
     path: str = "/"
     label: str = ""
     auth: bool = True
+    # The upstream checks the edge's own token, so it gets the credentials unchanged
+    # (an [[expose]] with pass_credentials = true); otherwise the edge strips them.
+    pass_credentials: bool = False
     source: str = ""  # where it came from, for messages: "PORTAL_CONFIG entry '...'", "unit x"
 
     @property
@@ -100,6 +103,7 @@ def routes_from_expose(exposes: Iterable[tuple[str, Expose]]) -> list[Route]:
             path=e.path,
             label=e.label or name,
             auth=e.auth,
+            pass_credentials=e.pass_credentials,
             source=f"unit {name}",
         )
         for name, e in exposes
