@@ -4,12 +4,16 @@ of them restart a unit that opted in (restart_on_env), and never a value."""
 from __future__ import annotations
 
 from pathlib import Path
+from types import SimpleNamespace
+from typing import Any, cast
 
+import anyio
 import pytest
 
 from vastinit.config.environ import BASE_ORIGIN, ENVIRONMENT_ORIGIN, start_environment
 from vastinit.model import Unit
-from vastinit.supervisor.reload import EnvChange, env_change, restart_wanted
+from vastinit.supervisor.manager import Manager
+from vastinit.supervisor.reload import EnvChange, env_change, plan_reload, restart_wanted
 from vastinit.supervisor.unit import (
     EnvFingerprint,
     env_fingerprint,
@@ -105,3 +109,42 @@ def test_start_environment_says_where_each_variable_came_from(tmp_path: Path) ->
     }
     same_env, print_ = fingerprinted_environment(unit, {"DIR": str(tmp_path), "PATH": "/bin"})
     assert same_env == env and dict(print_.origins) == {k: origins[k] for k in env}
+
+
+def test_plan_reload_sorts_spec_changes_env_restarts_and_notes(tmp_path: Path) -> None:
+    dotenv = tmp_path / ".env"
+    dotenv.write_text("FOO=2\nBAR=1\n")  # at their start: FOO=1 BAR=1
+    files = (str(dotenv),)
+    started = {"FOO": "1", "BAR": "1"}
+    origins = dict.fromkeys(started, str(dotenv))
+
+    def unit(name: str, **fields: Any) -> Unit:
+        return Unit(name=name, command=("sleep", "1"), env_files=files, **fields)
+
+    def runner(spec: Unit, *, wanted: bool = True, started_at: bool = True) -> Any:
+        start = env_fingerprint(started, origins) if started_at else None
+        return SimpleNamespace(unit=spec, start_env=start, wanted=wanted, restart_to_apply=None)
+
+    running = {
+        "edited": runner(unit("edited")),
+        "noted": runner(unit("noted")),
+        "picky": runner(unit("picky", restart_on_env=("FOO",))),
+        "bar_only": runner(unit("bar_only", restart_on_env=("BAR",))),
+        "stopped": runner(unit("stopped", restart_on_env=("*",)), wanted=False),
+        "fresh": runner(unit("fresh"), started_at=False),
+        "gone": runner(unit("gone")),
+    }
+    new = {name: r.unit for name, r in running.items() if name != "gone"}
+    new["edited"] = unit("edited", description="new text")
+    new["added"] = unit("added")
+    manager = cast(Manager, SimpleNamespace(runners=running, base_env={}))
+
+    plan = anyio.run(plan_reload, manager, new)
+    note = f"FOO changed in {dotenv}"
+    assert plan.added == ["added"] and plan.removed == ["gone"]
+    assert plan.changed == ["edited"]  # the unit file changed: restarted as before
+    assert dict(plan.env_restart) == {"picky": note}  # FOO is listed
+    assert plan.unchanged == ["bar_only", "fresh", "noted", "stopped"]
+    # Not listed, or stopped by hand: left alone with the note; never started: nothing.
+    assert plan.notes == {"bar_only": note, "noted": note, "stopped": note}
+    assert all(plan.seen[n] is running[n].start_env for n in plan.notes)
