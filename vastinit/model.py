@@ -176,6 +176,9 @@ class Unit:
     environment: Mapping[str, str] = field(default_factory=_frozen_map)
     env_files: tuple[str, ...] = ()
     secrets: tuple[str, ...] = ()  # withheld variables (environ.SECRET_VARIABLES) it receives
+    # Variables whose change restarts the running unit on reload ("*": any); otherwise a
+    # changed environment only marks the unit "restart to apply".
+    restart_on_env: tuple[str, ...] = ()
     enabled: bool = True
     missing_program: MissingProgram = MissingProgram.FAIL
     condition: Condition = field(default_factory=Condition)

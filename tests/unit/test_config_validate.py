@@ -152,6 +152,16 @@ CASES = [
     (CMD + "environment = 'A=1'\n", 2, "environment: expected a table"),
     (CMD + '[condition]\nenv = "X"\n', 3, "condition.env: expected an array of strings"),
     (CMD + '[condition]\nenv = ["1X"]\n', 3, "condition.env: invalid variable name '1X'"),
+    (CMD + 'restart_on_env = "FOO"\n', 2, "restart_on_env: expected an array of strings"),
+    (CMD + 'restart_on_env = ["FOO", "A-B"]\n', 2, "restart_on_env: invalid variable name 'A-B'"),
+    (CMD + 'restart_on_env = ["**"]\n', 2, "restart_on_env: invalid variable name '**'"),
+    (CMD + 'restart_on_env_ = ["A"]\n', 2, "(did you mean 'restart_on_env'?)"),
+    (
+        'type = "cron"\ncommand = ["true"]\nrestart_on_env = ["A"]\n'
+        '[schedule]\ncron = "* * * * *"\n',
+        3,
+        "restart_on_env: a cron unit reads its environment at every run",
+    ),
     (CMD + "[condition]\npath_exists = [1]\n", 3, "condition.path_exists[0]: expected a string"),
     (CMD + "[condition]\npath_missing = 'x'\n", 3, "condition.path_missing: expected an array"),
     # malformed templates wherever templates are allowed
@@ -192,6 +202,9 @@ GOOD = [
     CRON + 'cron = "*/5 * * * *"\ntimezone = "Europe/Berlin"\nrun_on_start = true\n',
     'type = "oneshot"\ncommand = "echo $HOME $$"\n[condition]\nenv = ["HOME"]\n',
     CMD + "[[expose]]\nport = 9000\ntarget = 19000\npass_credentials = true\n",
+    CMD + 'restart_on_env = ["FOO", "_BAR2"]\n',
+    CMD + 'restart_on_env = ["*"]\n',
+    CMD + "restart_on_env = []\n",
 ]
 
 

@@ -128,3 +128,13 @@ def test_supervisor_status_line_reads_like_supervisorctl(fields: dict[str, Any],
 )
 def test_action_line_says_how_each_unit_ended(result: dict[str, Any], line: str) -> None:
     assert action_line("start", {"name": "web", **result}, 2.5) == line
+
+
+def test_status_table_lists_restart_to_apply_notes_whole_under_the_table() -> None:
+    note = "FOO changed in /workspace/.env; BAR removed from /workspace/.env"
+    units = [unit(), unit(name="sglang", restart_to_apply=note), unit(name="z", cause="x" * 80)]
+    lines = fmt.status_table(units, NOW, width=100).splitlines()
+    assert len(lines) == 5
+    assert all(len(line) <= 100 for line in lines[:4])  # the table is cut to the terminal
+    assert lines[4] == f"sglang: restart to apply: {note}"  # the note never is
+    assert "restart to apply" not in fmt.status_table([unit(restart_to_apply=None)], NOW)

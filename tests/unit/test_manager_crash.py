@@ -216,7 +216,7 @@ def test_an_expansion_error_at_start_fails_the_unit(
 ) -> None:
     import vastinit.supervisor.unit as unit_module
 
-    def start_environment(*_: object) -> dict[str, str]:
+    def start_environment(*_: object, **__: object) -> dict[str, str]:
         raise error
 
     monkeypatch.setattr(unit_module, "start_environment", start_environment)

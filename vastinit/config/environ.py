@@ -86,8 +86,16 @@ def _unquote(value: str) -> str:
 SECRET_VARIABLES = frozenset({"OPEN_BUTTON_TOKEN", "WEB_PASSWORD", "CONTAINER_API_KEY"})
 
 
+ENVIRONMENT_ORIGIN = "the unit's [environment]"
+SECRETS_ORIGIN = "the unit's secrets"
+BASE_ORIGIN = "vastinit's environment"
+
+
 def start_environment(
-    unit: Unit, base: Mapping[str, str], secrets_from: Mapping[str, str] | None = None
+    unit: Unit,
+    base: Mapping[str, str],
+    secrets_from: Mapping[str, str] | None = None,
+    origins: dict[str, str] | None = None,
 ) -> dict[str, str]:
     """``base`` (SECRET_VARIABLES dropped), plus the unit's ``secrets`` taken from
     ``secrets_from`` (vastinit's own environment), then ``unit.env_files`` re-read now, then
@@ -97,19 +105,28 @@ def start_environment(
     name or value that execve would refuse (NUL, ``=`` in a name): those are dropped.
     Raises ExpansionError (a ValueError) when an expansion passes MAX_EXPANSION, or all
     of the unit's expanded values together pass MAX_EXPANDED_TOTAL.
+
+    ``origins``, when given, is filled with where each variable's value came from: an env
+    file's path, ENVIRONMENT_ORIGIN, SECRETS_ORIGIN or BASE_ORIGIN (never a value).
     """
+    where: dict[str, str] = {} if origins is None else origins
     env = {k: v for k, v in base.items() if k not in SECRET_VARIABLES and _settable(k, v)}
+    where.update(dict.fromkeys(env, BASE_ORIGIN))
     source = os.environ if secrets_from is None else secrets_from
     for name in unit.secrets:
         if name in source:
             env[name] = source[name]
+            where[name] = SECRETS_ORIGIN
     for index, path in enumerate(unit.env_files):
         # Each path sees what earlier files set, so "${WORKSPACE}/.env" can follow /etc/environment.
         real = _expand_field(f"env_files[{index}]", path, env, MAX_EXPANSION)
-        env.update(read_env_files([real]))
+        found = read_env_files([real])
+        env.update(found)
+        where.update(dict.fromkeys(found, real))
     budget = _Budget("the expanded environment values", MAX_EXPANDED_TOTAL)
     for key, value in unit.environment.items():
         env[key] = budget.expand(f"environment.{key}", value, env)
+        where[key] = ENVIRONMENT_ORIGIN
     return {k: v for k, v in env.items() if _settable(k, v)}
 
 

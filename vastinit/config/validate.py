@@ -75,6 +75,7 @@ _TOP = (
     "environment",
     "env_files",
     "secrets",
+    "restart_on_env",
     "enabled",
     "missing_program",
     "condition",
@@ -158,6 +159,7 @@ class _Builder:
             environment=self.environment(t),
             env_files=self.strings(t, ("env_files",), template=True) or (),
             secrets=self.secrets(t),
+            restart_on_env=self.restart_on_env(t, unit_type),
             enabled=_or(self.boolean(t, ("enabled",)), True),
             missing_program=self.enum(t, ("missing_program",), MissingProgram)
             or MissingProgram.FAIL,
@@ -204,6 +206,23 @@ class _Builder:
                     f"secrets: invalid variable name {name!r} "
                     "(letters, digits and '_', not starting with a digit)",
                 )
+        return names
+
+    def restart_on_env(self, t: Table, unit_type: UnitType) -> tuple[str, ...]:
+        names = self.strings(t, ("restart_on_env",)) or ()
+        for i, name in enumerate(names):
+            if name != "*" and not ENV_NAME.fullmatch(name):
+                self.report(
+                    ("restart_on_env", i),
+                    f"restart_on_env: invalid variable name {name!r} (letters, digits and "
+                    "'_', not starting with a digit; or \"*\" for any variable)",
+                )
+        if names and unit_type is UnitType.CRON:
+            self.report(
+                ("restart_on_env",),
+                "restart_on_env: a cron unit reads its environment at every run; "
+                "remove restart_on_env",
+            )
         return names
 
     def environment(self, t: Table) -> Mapping[str, str]:

@@ -185,6 +185,11 @@ def _reload(client: Client, dry_run: bool) -> dict[str, Any] | None:
     return reply
 
 
+def _notes(reply: dict[str, Any]) -> list[tuple[str, str]]:
+    """The reload reply's "restart to apply" notes, by unit name."""
+    return sorted(reply.get("restart_to_apply", {}).items())
+
+
 def cmd_reload(client: Client, args: argparse.Namespace) -> int:
     """Re-read unit files and apply the difference; 2 (nothing changed) if any is invalid."""
     reply = _reload(client, args.dry_run)
@@ -195,6 +200,11 @@ def cmd_reload(client: Client, args: argparse.Namespace) -> int:
         for name in reply[key]:
             what = f"would {verb[key]}" if args.dry_run else key
             print(f"{name}: {what}")
+    for name, cause in reply.get("env_restart", {}).items():
+        what = "would restart" if args.dry_run else "restarted"
+        print(f"{name}: {what} ({cause})")
+    for name, note in _notes(reply):
+        print(f"{name}: restart to apply: {note}")
     count = len(reply["unchanged"])
     print(f"{count} unit{'s' * (count != 1)} unchanged")
     return EXIT_OK
@@ -207,7 +217,9 @@ def cmd_reread(client: Client, args: argparse.Namespace) -> int:
         return EXIT_USAGE
     lines = [f"{n}: available" for n in reply["added"]]
     lines += [f"{n}: changed" for n in reply["changed"]]
+    lines += [f"{n}: changed ({cause})" for n, cause in reply.get("env_restart", {}).items()]
     lines += [f"{n}: disappeared" for n in reply["removed"]]
+    lines += [f"{n}: restart to apply: {note}" for n, note in _notes(reply)]
     print("\n".join(lines) if lines else "No config updates to processes")
     return EXIT_OK
 
@@ -219,10 +231,12 @@ def cmd_update(client: Client, args: argparse.Namespace) -> int:
         return EXIT_USAGE
     for name in reply["removed"]:
         print(f"{name}: stopped\n{name}: removed process group")
-    for name in reply["changed"]:
+    for name in [*reply["changed"], *reply.get("env_restart", {})]:
         print(f"{name}: stopped\n{name}: updated process group")
     for name in reply["added"]:
         print(f"{name}: added process group")
+    for name, note in _notes(reply):
+        print(f"{name}: restart to apply: {note}")
     return EXIT_OK
 
 

@@ -80,6 +80,13 @@ def status_table(
             # Colour after padding, so the escape codes do not upset the alignment.
             cells[1] = f"\x1b[{_COLORS[row[1]]}m{cells[1]}\x1b[0m"
         lines.append("  ".join([*cells, cause]).rstrip())
+    # Units whose environment changed since they started (names and sources, no values):
+    # under the table, whole, so that the cut CAUSE column never hides it.
+    lines += [
+        f"{u['name']}: restart to apply: {u['restart_to_apply']}"
+        for u in units
+        if u.get("restart_to_apply")
+    ]
     return "\n".join(lines)
 
 

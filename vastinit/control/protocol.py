@@ -21,7 +21,8 @@ actions are POST with a JSON object body::
                                                {"ok": bool, "results": [result...]}
     POST /v1/signal   {"unit": NAME, "signal": "HUP" | 1}   {"unit", "pid", "signal"}
     POST /v1/reload   {"dry_run": false}       {"dry_run", "added", "removed", "changed",
-                                                "unchanged"}
+                                                "unchanged", "env_restart",
+                                                "restart_to_apply"}
     POST /v1/shutdown {}                       202 {"ok": true}
 
 Every error is ``{"error": "<one line>", "code": "<code>"}`` with an HTTP status: 400
@@ -89,6 +90,10 @@ class ReloadResult:
     removed: list[str] = field(default_factory=list)
     changed: list[str] = field(default_factory=list)
     unchanged: list[str] = field(default_factory=list)
+    # Unit name -> cause: restarted (the same spec) for a change its restart_on_env lists.
+    env_restart: dict[str, str] = field(default_factory=dict)
+    # Unit name -> what changed in its environment: left running, "restart to apply".
+    restart_to_apply: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)

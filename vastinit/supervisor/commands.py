@@ -268,7 +268,15 @@ class SupervisorCommands:
             plan = await self.reloader.reload(dry_run=dry_run)
         except ReloadFailed as exc:
             raise CommandRefused(str(exc), code="reload_failed", status=500) from exc
-        return ReloadResult(dry_run, plan.added, plan.removed, plan.changed, plan.unchanged)
+        return ReloadResult(
+            dry_run,
+            plan.added,
+            plan.removed,
+            plan.changed,
+            plan.unchanged,
+            env_restart=dict(plan.env_restart),
+            restart_to_apply=plan.notes,
+        )
 
     def _check_log_names(self, names: Sequence[str]) -> None:
         known = set(self.manager.mux.units())

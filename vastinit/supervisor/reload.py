@@ -4,6 +4,11 @@ All or nothing: if any file is invalid, nothing changes and every problem is rep
 Otherwise removed units are stopped and forgotten, changed ones restarted with their new
 spec, added ones started, and unchanged ones are not touched (same process, same pid).
 
+A changed environment (an env file edited, the unit file the same) restarts nothing: the
+unit is marked "restart to apply: FOO changed in /workspace/.env" (names and sources, never
+values) until its next start takes the new values. Only a unit whose ``restart_on_env``
+lists a changed variable is restarted for it, with that as the cause.
+
 The files are read off the event loop (a worker thread), so a huge or slow unit or env
 file never stalls the supervisor. A reload that fails for any other reason (a bug) is
 refused the same way: logged with its traceback, the old configuration kept.
@@ -18,25 +23,113 @@ from pathlib import Path
 import anyio
 import structlog
 
-from vastinit.config import load_units, start_environment
+from vastinit.config import load_units
 from vastinit.errors import ConfigError, VastinitError
 from vastinit.model import State, Unit
 from vastinit.supervisor.manager import Manager
 from vastinit.supervisor.policy import SkipKind
-from vastinit.supervisor.unit import env_digest
+from vastinit.supervisor.unit import EnvFingerprint, fingerprinted_environment
 
 log = structlog.get_logger("vastinit")
 
 
+# How many variable names one note or cause names before "and N more".
+_MAX_NAMED = 8
+
+
+@dataclass(frozen=True)
+class EnvChange:
+    """What differs between two environments of a unit, by variable name, each with the
+    source of its value (an env file's path...): new values' sources for added and changed
+    variables, the last start's for removed ones. Never a value."""
+
+    added: Mapping[str, str] = field(default_factory=dict)
+    changed: Mapping[str, str] = field(default_factory=dict)
+    removed: Mapping[str, str] = field(default_factory=dict)
+
+    def names(self) -> set[str]:
+        return set(self.added) | set(self.changed) | set(self.removed)
+
+    def __bool__(self) -> bool:
+        return bool(self.added or self.changed or self.removed)
+
+    def describe(self) -> str:
+        """``FOO, BAR changed in /workspace/.env; BAZ removed from /workspace/.env``."""
+        groups: dict[tuple[str, str], list[str]] = {}
+        for verb, sources in (
+            ("changed in", self.changed),
+            ("added to", self.added),
+            ("removed from", self.removed),
+        ):
+            for name in sorted(sources):
+                groups.setdefault((verb, sources[name]), []).append(name)
+        parts, named = [], 0
+        left = len(self.names())
+        for (verb, origin), names in groups.items():
+            room = _MAX_NAMED - named
+            if room <= 0:
+                break
+            shown = names[:room]
+            named += len(shown)
+            left -= len(shown)
+            parts.append(f"{', '.join(shown)} {verb} {origin}")
+        text = "; ".join(parts)
+        return f"{text}; and {left} more" if left > 0 else text
+
+
+def env_change(old: EnvFingerprint, new: EnvFingerprint) -> EnvChange:
+    """What changed from the environment ``old`` to ``new`` (compared by hashes)."""
+    return EnvChange(
+        added={n: new.origins[n] for n in new.hashes if n not in old.hashes},
+        changed={
+            n: new.origins[n]
+            for n in new.hashes
+            if n in old.hashes and old.hashes[n] != new.hashes[n]
+        },
+        removed={n: old.origins[n] for n in old.hashes if n not in new.hashes},
+    )
+
+
+def restart_wanted(unit: Unit, change: EnvChange) -> EnvChange | None:
+    """The part of ``change`` that restarts ``unit`` by its ``restart_on_env``, if any."""
+    listed = set(unit.restart_on_env)
+    if not listed or not change:
+        return None
+    if "*" in listed:
+        return change
+    hit = EnvChange(
+        added={n: o for n, o in change.added.items() if n in listed},
+        changed={n: o for n, o in change.changed.items() if n in listed},
+        removed={n: o for n, o in change.removed.items() if n in listed},
+    )
+    return hit or None
+
+
 @dataclass(frozen=True)
 class ReloadPlan:
-    """The difference between the running units and the unit files, by name (sorted)."""
+    """The difference between the running units and the unit files, by name (sorted).
+
+    ``changed`` units have a new spec (unit file); ``env_restart`` ones (name -> cause) the
+    same spec but a changed environment that their ``restart_on_env`` lists: both are
+    restarted. Every other unit is ``unchanged`` and keeps its process; those whose
+    environment changed since their last start get the note in ``restart_to_apply``
+    (name -> note; None clears an earlier one)."""
 
     added: list[str] = field(default_factory=list)
     removed: list[str] = field(default_factory=list)
     changed: list[str] = field(default_factory=list)
     unchanged: list[str] = field(default_factory=list)
     units: Mapping[str, Unit] = field(default_factory=dict)
+    env_restart: Mapping[str, str] = field(default_factory=dict)
+    restart_to_apply: Mapping[str, str | None] = field(default_factory=dict)
+    # The start each note was computed against: a unit that started again meanwhile
+    # already has the new values, and gets no note.
+    seen: Mapping[str, EnvFingerprint] = field(default_factory=dict)
+
+    @property
+    def notes(self) -> dict[str, str]:
+        """The "restart to apply" notes this reload sets (name -> note)."""
+        return {n: note for n, note in self.restart_to_apply.items() if note is not None}
 
 
 class ReloadFailed(VastinitError):
@@ -44,50 +137,66 @@ class ReloadFailed(VastinitError):
     traceback. The message says whether the old configuration was kept."""
 
 
-async def unit_changed(
-    running: Unit, new: Unit, base_env: Mapping[str, str], digest: str | None
-) -> bool:
-    """Whether ``new`` differs from ``running``: the spec (with its raw table), or what its
-    env_files say now compared with the last start's environment (``digest``)."""
-    if new != running:
-        return True
-    if digest is None or not new.env_files:
-        return False  # never started: its next start reads the env files anyway
+async def env_now(unit: Unit, base_env: Mapping[str, str], last: EnvFingerprint) -> EnvChange | str:
+    """What changed in ``unit``'s environment since the start ``last``; or, when it cannot
+    be built now, why (its next start will fail with that)."""
     try:
-        env = await anyio.to_thread.run_sync(
-            start_environment, new, base_env, abandon_on_cancel=True
+        _, now = await anyio.to_thread.run_sync(
+            fingerprinted_environment, unit, base_env, abandon_on_cancel=True
         )
     except (ValueError, VastinitError) as exc:
-        # Its next start will fail with this: restart it so the failure shows now.
-        log.warning(
-            "reload: the environment of a unit cannot be built", unit=new.name, error=str(exc)
-        )
-        return True
-    return env_digest(env) != digest
+        return f"the environment cannot be built: {exc}"
+    return env_change(last, now)
 
 
 async def plan_reload(manager: Manager, units: Mapping[str, Unit]) -> ReloadPlan:
     """Compare the freshly loaded ``units`` with the manager's runners."""
     running = manager.runners
     changed, unchanged = [], []
+    env_restart: dict[str, str] = {}
+    notes: dict[str, str | None] = {}
+    seen: dict[str, EnvFingerprint] = {}
     for name in sorted(set(units) & set(running)):
-        runner = running[name]
-        if await unit_changed(runner.unit, units[name], manager.base_env, runner.start_env_digest):
-            changed.append(name)
-        else:
+        runner, new = running[name], units[name]
+        if new != runner.unit:
+            changed.append(name)  # restarted with the new spec: cause "unit file changed"
+            continue
+        last = runner.start_env
+        if last is None:
+            # Never started (or a cron unit): its next start reads the env files anyway.
             unchanged.append(name)
+            continue
+        now = await env_now(new, manager.base_env, last)
+        if isinstance(now, EnvChange):
+            hit = restart_wanted(new, now)
+            if hit is not None and runner.wanted:
+                env_restart[name] = hit.describe()
+                continue
+            note = now.describe() if now else None
+        else:
+            log.warning("reload: the environment of a unit cannot be built", unit=name, error=now)
+            note = now
+        unchanged.append(name)
+        if note is not None or runner.restart_to_apply is not None:
+            notes[name] = note
+            seen[name] = last
     return ReloadPlan(
         added=sorted(set(units) - set(running)),
         removed=sorted(set(running) - set(units)),
         changed=changed,
         unchanged=unchanged,
         units=dict(units),
+        env_restart=env_restart,
+        restart_to_apply=notes,
+        seen=seen,
     )
 
 
 async def apply_reload(manager: Manager, plan: ReloadPlan) -> None:
-    """Carry out ``plan``: stop removed units, register added ones, restart changed ones,
-    then start the added ones and retry units skipped only for a dependency that changed."""
+    """Carry out ``plan``: stop removed units, register added ones, restart changed ones
+    (and those whose restart_on_env lists a changed variable), note the rest's changed
+    environment, then start the added ones and retry units skipped only for a dependency
+    that changed."""
     async with anyio.create_task_group() as tg:
         for name in plan.removed:
             tg.start_soon(manager.remove_runner, name)
@@ -98,9 +207,15 @@ async def apply_reload(manager: Manager, plan: ReloadPlan) -> None:
     async with anyio.create_task_group() as tg:
         for name in plan.changed:
             tg.start_soon(manager.replace_unit, plan.units[name])
+        for name, cause in plan.env_restart.items():
+            tg.start_soon(manager.replace_unit, plan.units[name], cause)
+    for name, note in plan.restart_to_apply.items():
+        runner = manager.runners.get(name)
+        if runner is not None and runner.start_env is plan.seen.get(name):
+            runner.set_restart_to_apply(note)
     for name in plan.added:
         manager.begin(name, "added by reload")
-    touched = set(plan.added) | set(plan.changed)
+    touched = set(plan.added) | set(plan.changed) | set(plan.env_restart)
     for name in plan.unchanged:
         runner = manager.runners[name]
         if (
@@ -146,6 +261,8 @@ class Reloader:
                 added=plan.added,
                 removed=plan.removed,
                 changed=plan.changed,
+                env_restart=sorted(plan.env_restart),
+                restart_to_apply=sorted(plan.notes),
                 unchanged=len(plan.unchanged),
             )
             try:

@@ -25,6 +25,7 @@ import anyio
 import structlog
 
 from vastinit.config import expand, resolve_unit, start_environment
+from vastinit.config.environ import BASE_ORIGIN
 from vastinit.config.values import format_duration
 from vastinit.errors import ProgramNotFound, SpawnError, VastinitError
 from vastinit.logs.mux import LogMux, UnitLog
@@ -102,14 +103,45 @@ class UnitStatus:
     probe_error: str | None
     status_text: str | None
     last_run_duration: float | None = None  # seconds the last finished run took
+    restart_to_apply: str | None = None  # what changed in its environment since its start
 
 
-def env_digest(env: Mapping[str, str]) -> str:
-    """A digest of ``env`` that changes whenever any variable does (reload compares them)."""
-    h = hashlib.sha256()
-    for key in sorted(env):
-        h.update(f"{key}\0{env[key]}\0".encode(errors="surrogateescape"))
-    return h.hexdigest()
+# Keys the per-variable hashes: they say whether a value changed, and (with a key that is
+# never kept anywhere but here) cannot be checked against guesses of a short secret.
+_ENV_HASH_KEY = os.urandom(32)
+
+
+@dataclass(frozen=True)
+class EnvFingerprint:
+    """The environment of one start without its values: each variable's keyed hash, and
+    where its value came from (an env file's path, the unit's [environment]...). Reload
+    compares one with the environment the unit would get now."""
+
+    hashes: Mapping[str, bytes]
+    origins: Mapping[str, str]
+
+
+def value_hash(value: str) -> bytes:
+    """A keyed hash of one variable's value (the value itself is not kept)."""
+    data = value.encode(errors="surrogateescape")
+    return hashlib.blake2b(data, key=_ENV_HASH_KEY, digest_size=16).digest()
+
+
+def env_fingerprint(env: Mapping[str, str], origins: Mapping[str, str]) -> EnvFingerprint:
+    """The fingerprint of ``env``; ``origins`` as ``start_environment`` fills it."""
+    return EnvFingerprint(
+        hashes={name: value_hash(value) for name, value in env.items()},
+        origins={name: origins.get(name, BASE_ORIGIN) for name in env},
+    )
+
+
+def fingerprinted_environment(
+    unit: Unit, base: Mapping[str, str]
+) -> tuple[dict[str, str], EnvFingerprint]:
+    """``start_environment(unit, base)`` and its fingerprint (sync: call it in a thread)."""
+    origins: dict[str, str] = {}
+    env = start_environment(unit, base, origins=origins)
+    return env, env_fingerprint(env, origins)
 
 
 def condition_problem(unit: Unit, env: Mapping[str, str]) -> str | None:
@@ -222,9 +254,12 @@ class UnitRunner:
         self._wake_send, self._wake_recv = anyio.create_memory_object_stream[None](1)
         self._scope: anyio.CancelScope | None = None
         self.run_failure: str | None = None  # why the current run was failed by a probe
-        # env_digest() of the environment of the last start: reload restarts the unit when
-        # its env_files now say something else.
-        self.start_env_digest: str | None = None
+        # The fingerprint of the last start's environment (None: not started, or a cron
+        # unit, whose every run reads it afresh). When reload finds the environment changed
+        # since, the unit is not restarted (unless restart_on_env lists what changed): it
+        # carries a note, restart_to_apply, until its next start takes the new values.
+        self.start_env: EnvFingerprint | None = None
+        self.restart_to_apply: str | None = None
         # Hooks the health and scheduling layers plug into (see vastinit.app):
         # prestart_hook(runner, unit, env, ulog): just before spawn, may add to env and
         #   watch the unit's output from its first line;
@@ -308,6 +343,17 @@ class UnitRunner:
         self.unit = unit
         self.restart_times = deque(maxlen=max(unit.restart.limit, 1) + 1)
         self.consecutive_failures = 0
+
+    def set_restart_to_apply(self, note: str | None) -> None:
+        """Set (or clear, None) the unit's "restart to apply" note: what changed in its
+        environment since its last start, by variable name and source, never a value.
+        Every change of the note goes through here."""
+        if note == self.restart_to_apply:
+            return
+        self.restart_to_apply = note
+        if note is not None:
+            self.log.info("environment changed; restart to apply", restart_to_apply=note)
+        self.ctx.notify()
 
     def hold(self) -> None:
         """Drop any pending start and refuse new ones (shutdown: nothing new begins)."""
@@ -405,12 +451,20 @@ class UnitRunner:
         while True:
             try:
                 # Env files are read off the loop: a slow or huge file must not stall it.
-                env = await anyio.to_thread.run_sync(
-                    start_environment, self.unit, self.ctx.base_env, abandon_on_cancel=True
+                env, fingerprint = await anyio.to_thread.run_sync(
+                    fingerprinted_environment,
+                    self.unit,
+                    self.ctx.base_env,
+                    abandon_on_cancel=True,
                 )
             except (ValueError, VastinitError) as exc:
+                self.start_env = None
+                self.set_restart_to_apply(None)
                 self._fail(f"cannot start: {exc}", 127)
                 return
+            # This start takes the environment as it is now: nothing is left to apply.
+            self.start_env = fingerprint
+            self.set_restart_to_apply(None)
             problem = condition_problem(self.unit, env)
             if problem is not None:
                 self._skip(SkipKind.CONDITION, problem)
@@ -475,7 +529,6 @@ class UnitRunner:
         except (ValueError, VastinitError) as exc:
             raise SpawnError(str(exc)) from exc
         spawn_env = dict(env)
-        self.start_env_digest = env_digest(env)
         self.sm.set(S.STARTING, cause)
         self.run_failure = None
         # getpwnam/getgrall may ask NSS (LDAP, sssd): off the loop.
@@ -618,6 +671,7 @@ class UnitRunner:
             probe_error=self.probe_error,
             status_text=self.status_text,
             last_run_duration=self.last_run_duration,
+            restart_to_apply=self.restart_to_apply,
         )
 
 
