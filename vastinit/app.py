@@ -74,6 +74,9 @@ def main_run(argv: list[str]) -> int:
     except OSError as exc:
         print(f"vastinit: cannot create log dir {log_dir}: {exc.strerror}", file=sys.stderr)
         return 2
+    from vastinit.supervisor.pid1 import hold_signals
+
+    hold_signals()  # a SIGTERM from here until the handlers exist waits for them
     listener = None
     if not args.no_control:
         from vastinit.control.server import ControlSocket

@@ -182,3 +182,40 @@ def test_a_supervisor_failure_stops_every_unit_and_removes_the_socket(tmp_path: 
     pid = int(pid_file.read_text())
     assert not pid_alive(pid)
     assert not sock.exists()
+
+
+# ---- a SIGTERM during start-up is a clean shutdown, never the default action ------------
+
+
+def test_a_sigterm_right_after_the_socket_is_bound_is_a_clean_shutdown(tmp_path: Path) -> None:
+    """The control socket is bound before the event loop runs (so a second vastinit stops
+    at once); a SIGTERM that lands between the bind and the signal handlers must wait for
+    them, not kill vastinit by the default action and leave the socket behind."""
+    units = tmp_path / "units"
+    write_unit(units, "app", 'command = ["sleep", "60"]\n')
+    sock = tmp_path / "v.sock"
+    script = textwrap.dedent(
+        f"""
+        import os, signal
+        from vastinit.control import server
+
+        bind = server.ControlSocket.bind.__func__
+
+        def bind_then_sigterm(cls, path, **kw):
+            bound = bind(cls, path, **kw)
+            os.kill(os.getpid(), signal.SIGTERM)  # before any handler is installed
+            return bound
+
+        server.ControlSocket.bind = classmethod(bind_then_sigterm)
+        from vastinit.app import main_run
+        main_run(["--units", {str(units)!r}, "--log-dir", {str(tmp_path / "logs")!r},
+                  "--socket", {str(sock)!r}])
+        """
+    )
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    proc = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=60, env=env
+    )
+    assert proc.returncode == 0, (proc.returncode, proc.stderr[-2000:])
+    assert "SIGTERM received" in proc.stdout
+    assert not sock.exists()

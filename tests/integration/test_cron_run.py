@@ -289,3 +289,35 @@ def test_a_run_whose_environment_cannot_be_built_is_logged_and_the_schedule_goes
     v.wait_line("big", "big ran 10")
     v.wait_state("big", "scheduled", count=2)
     assert v.terminate() == 0
+
+
+def test_a_run_whose_command_cannot_be_expanded_is_logged_and_the_schedule_goes_on(
+    units_dir: Path, tmp_path: Path, vastinit_run: Start
+) -> None:
+    # The environment builds (each value is under 128 KiB), the command does not: one
+    # argument of 2 x 100 KiB is past what execve takes.
+    env_file = tmp_path / "job.env"
+    env_file.write_text("A=" + "a" * 100 * 1024 + "\n")
+    write_unit(
+        units_dir,
+        "argbomb",
+        f"""
+        type = "cron"
+        command = ["echo", "ran", "${{A}}${{A}}"]
+        env_files = ["{env_file}"]
+        [schedule]
+        cron = "@daily"
+        run_on_start = true
+    """,
+    )
+    v = vastinit_run(control=True)
+    v.wait_control()
+    failed = wait_event(v, "argbomb", "cron run could not start")
+    assert "128 KiB" in failed["error"], failed
+    assert status(v, "argbomb")["state"] == "scheduled"
+    env_file.write_text("A=short\n")
+    assert v.ctl("start", "argbomb").returncode == 0
+    v.wait_line("argbomb", "ran shortshort")
+    v.wait_state("argbomb", "scheduled", count=2)
+    assert "failed" not in v.states("argbomb")
+    assert v.terminate() == 0

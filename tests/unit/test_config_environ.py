@@ -92,6 +92,17 @@ def test_secrets_are_withheld_unless_listed(tmp_path: Path) -> None:
     assert "OPEN_BUTTON_TOKEN" not in start_environment(edge, {}, {})  # listed but unset
 
 
+def test_secrets_in_an_env_file_are_withheld_unless_listed(tmp_path: Path) -> None:
+    etc_env = tmp_path / "environment"
+    etc_env.write_text("OPEN_BUTTON_TOKEN=o\nCONTAINER_API_KEY=k\nB=b\n")
+    plain = load_one(tmp_path, f'command = ["true"]\nenv_files = ["{etc_env}"]')
+    assert start_environment(plain, {}, {}) == {"B": "b"}
+    edge = load_one(
+        tmp_path, f'command = ["true"]\nenv_files = ["{etc_env}"]\nsecrets = ["OPEN_BUTTON_TOKEN"]'
+    )
+    assert start_environment(edge, {}, {}) == {"B": "b", "OPEN_BUTTON_TOKEN": "o"}
+
+
 def test_base_environment_drops_the_secrets() -> None:
     from vastinit.app import base_environment
 

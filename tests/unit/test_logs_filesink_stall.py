@@ -341,3 +341,42 @@ async def test_a_slow_but_moving_log_file_holds_the_unit_back_and_loses_nothing(
         os.close(rfd)
         os.close(r)
         os.close(w)
+
+
+def test_an_idle_writer_closes_its_file_and_a_later_line_reopens_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import vastinit.logs.filesink as filesink
+
+    monkeypatch.setattr(filesink, "IDLE_EXIT_S", 0.05)
+    sink = FileSink(tmp_path / "u.log", 1 << 20, 1, unit="u")
+    sink.write(b"one\n")
+    assert sink.flush(5)
+    deadline = time.monotonic() + 5
+    while not sink.idle and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert sink.idle and sink._fd < 0, "an idle sink still holds its file open"
+    sink.write(b"two\n")
+    sink.close()
+    assert (tmp_path / "u.log").read_bytes() == b"one\ntwo\n"
+
+
+def test_a_writer_thread_that_cannot_start_leaves_the_lines_queued_for_the_next_write(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    real_start = threading.Thread.start
+    refuse = {"left": 1}
+
+    def start(self: threading.Thread) -> None:
+        if refuse["left"]:
+            refuse["left"] -= 1
+            raise RuntimeError("can't start new thread")
+        real_start(self)
+
+    monkeypatch.setattr(threading.Thread, "start", start)
+    sink = FileSink(tmp_path / "u.log", 1 << 20, 1, unit="u")
+    sink.write(b"one\n")  # no thread: queued, no exception for the caller
+    sink.write(b"two\n")  # this one starts the thread, which writes both
+    sink.close()
+    assert (tmp_path / "u.log").read_bytes() == b"one\ntwo\n"
+    assert sink.lost_lines == 0

@@ -301,3 +301,24 @@ def test_no_state_change_is_made_by_the_manager_or_a_client(
     units = [Unit(name="off", command=SLEEP, enabled=False), Unit(name="on", command=SLEEP)]
     run_manager(tmp_path, units, body, [note_manager_task])
     assert outsiders and not writers & outsiders
+
+
+def test_a_condition_path_that_does_not_expand_fails_the_unit_with_the_reason(
+    tmp_path: Path,
+) -> None:
+    from vastinit.model import Condition
+
+    big = "a" * 100 * 1024  # two of them: past the 128 KiB of one expanded value
+    unit = Unit(
+        name="api",
+        command=SLEEP,
+        environment={"A": big},
+        condition=Condition(path_exists=("${A}${A}",)),
+    )
+
+    async def body(manager: Manager) -> None:
+        runner = await reach(manager, "api", State.FAILED)
+        assert runner.sm.cause.startswith("cannot start: "), runner.sm.cause
+        assert "128 KiB" in runner.sm.cause
+
+    run_manager(tmp_path, [unit], body)

@@ -121,6 +121,10 @@ def start_environment(
         # Each path sees what earlier files set, so "${WORKSPACE}/.env" can follow /etc/environment.
         real = _expand_field(f"env_files[{index}]", path, env, MAX_EXPANSION)
         found = read_env_files([real])
+        for name in SECRET_VARIABLES.difference(unit.secrets):
+            # /etc/environment on Vast carries the container's variables, tokens included:
+            # withheld from a file as from vastinit's own environment.
+            found.pop(name, None)
         env.update(found)
         where.update(dict.fromkeys(found, real))
     budget = _Budget("the expanded environment values", MAX_EXPANDED_TOTAL)

@@ -34,7 +34,7 @@ import anyio
 from anyio.abc import TaskGroup
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
-from vastinit.config import resolve_unit, start_environment
+from vastinit.config import resolve_unit
 from vastinit.config.values import format_duration
 from vastinit.cron.expression import is_reboot
 from vastinit.cron.scheduler import Clock, CronRuns, CronTimer, SystemClock, format_when
@@ -44,7 +44,12 @@ from vastinit.proc.group import group_alive
 from vastinit.proc.spawn import Child
 from vastinit.proc.status import ExitStatus
 from vastinit.supervisor.stopping import stop_child
-from vastinit.supervisor.unit import UnitRunner, condition_problem, drain_output, spawn_logged
+from vastinit.supervisor.unit import (
+    UnitRunner,
+    drain_output,
+    environment_and_condition,
+    spawn_logged,
+)
 
 S = State
 
@@ -137,15 +142,19 @@ class CronJob:
     async def _due(self, due: datetime, cause: str) -> None:
         """A run is due at ``due``: start it unless the condition or the overlap rule says no.
 
-        Env files are read off the loop (a slow or huge file must not stall it); from
+        Env files and condition paths are read off the loop (a slow or huge file, a hung
+        mount must not stall it); from
         ``admit`` to ``start_soon`` nothing awaits, so two due runs never both pass ``admit``.
         """
         runner = self.runner
         if runner.held:
             return  # shutting down: the schedule may not begin a run any more
         try:
-            env = await anyio.to_thread.run_sync(
-                start_environment, runner.unit, runner.ctx.base_env, abandon_on_cancel=True
+            env, problem = await anyio.to_thread.run_sync(
+                environment_and_condition,
+                runner.unit,
+                runner.ctx.base_env,
+                abandon_on_cancel=True,
             )
         except (ValueError, VastinitError) as exc:
             # A bad env file or an expansion too large: this run cannot start, the schedule
@@ -160,7 +169,6 @@ class CronJob:
             return
         if runner.held:
             return
-        problem = condition_problem(runner.unit, env)
         if problem is not None:
             runner.log.info(
                 "cron run skipped: condition is false",
@@ -194,9 +202,12 @@ class CronJob:
             runner.log.error("cron run could not start", error=str(exc))
             if primary:
                 self._primary_busy = False
-                runner.sm.set(
-                    S.SCHEDULED, f"run could not start: {exc}; next run {self._next_text()}"
-                )
+                # A run can fail before it left `scheduled` (its command did not expand):
+                # then it stays there; the error is logged above.
+                if runner.sm.state is not S.SCHEDULED:
+                    runner.sm.set(
+                        S.SCHEDULED, f"run could not start: {exc}; next run {self._next_text()}"
+                    )
             return
         record = self.runs.finished(token, self.clock.monotonic(), status.shell_code)
         took = format_duration(record.duration)
@@ -217,7 +228,10 @@ class CronJob:
         """One run beside the one ``run_once`` supervises: spawned, logged and reaped here; a
         stop that interrupts it leaves it in ``_overlapping`` for ``_stop_every_run``."""
         runner = self.runner
-        unit = resolve_unit(runner.unit, env)
+        try:
+            unit = resolve_unit(runner.unit, env)
+        except (ValueError, VastinitError) as exc:
+            raise SpawnError(str(exc)) from exc
         ulog = runner.ctx.mux.unit_log(unit.name, unit.log_file, unit.log.max_size, unit.log.keep)
         child, pumps = spawn_logged(unit, env, ulog, runner.ctx.reaper)
         self._overlapping[child.pid] = child

@@ -288,15 +288,48 @@ class FileSink:
             target=self._run, name=f"vastinit-log-{self.unit or self.path.name}", daemon=True
         )
         self._thread = thread
-        thread.start()
+        try:
+            thread.start()
+        except RuntimeError:
+            # No thread to be had now (a pids limit): the lines stay queued, the next write
+            # tries again; a queue that fills meanwhile drops, counted.
+            self._thread = None
 
     def _run(self) -> None:
+        try:
+            self._serve()
+        except Exception as exc:
+            # A bug in the writer: give the queue up (counted as lost) rather than leave a
+            # dead thread that every later write would wait for.
+            error = f"{type(exc).__name__}: {exc}"
+            with self._lock:
+                left = [b for b in (*self._inflight, *self._queue) if not isinstance(b, _Gap)]
+                self._close_lost += sum(count_lines(b) for b in left)
+                self._queue.clear()
+                self._inflight = []
+                self._queued = 0
+                self._busy_since = 0.0
+                self._thread = None
+                self._done.notify_all()
+            self._drop_fd()
+            self._report(lambda: _log.error("log file writer failed", unit=self.unit, error=error))
+
+    def _serve(self) -> None:
         while True:
             with self._lock:
                 while not self._queue and not self._closing:
                     self._waiting = True
                     woken = self._wake.wait(IDLE_EXIT_S)
                     self._waiting = False
+                    if not woken and not self._queue and self._fd >= 0:
+                        # Idle: close the file (outside the lock: a close may be slow on a
+                        # network mount), then wait once more before the thread ends.
+                        self._lock.release()
+                        try:
+                            self._drop_fd()
+                        finally:
+                            self._lock.acquire()
+                        continue
                     if not woken and not self._queue:
                         self._thread = None  # idle: the next write starts a new thread
                         self._done.notify_all()

@@ -100,7 +100,9 @@ class _Follow:
         return [_entry(line) for line in await self._sub.next_batch()]
 
     def close(self) -> None:
-        self._sub.close()
+        # The server closes a feed when its client is gone (or cut off): nobody will read
+        # what is queued, so free it and give its bytes back to the followers' shared budget.
+        self._sub.discard()
 
     @property
     def dropped(self) -> int:

@@ -51,7 +51,26 @@ JOB_CONTROL_SIGNALS = (signal.SIGTTIN, signal.SIGTTOU, signal.SIGTSTP)
 # (Python ignores it: writes get EPIPE), SIGSEGV/SIGBUS/SIGILL/SIGFPE/SIGABRT/SIGTRAP (a
 # fault in the interpreter itself: ignoring those would loop on the faulting instruction).
 
+# Every signal SignalQueue handles. ``hold_signals`` blocks them from the moment vastinit
+# binds its socket until SignalQueue has installed its handlers: one that lands in between
+# is delivered then, instead of killing vastinit by the default action.
+HANDLED_SIGNALS: tuple[int, ...] = (
+    *SHUTDOWN_SIGNALS,
+    *RELOAD_SIGNALS,
+    *USER_SIGNALS,
+    *IGNORED_SIGNALS,
+)
+
 _SHUTDOWN_MARK = -1  # queued when an essential unit failed
+
+
+def hold_signals() -> None:
+    """Block HANDLED_SIGNALS in this (the main) thread until SignalQueue lets them through.
+
+    Call it before the first thing that must not be interrupted by a default action (the
+    socket bind) and before any thread starts: threads inherit the mask they start with.
+    """
+    signal.pthread_sigmask(signal.SIG_BLOCK, HANDLED_SIGNALS)
 
 
 class SignalQueue:
@@ -75,6 +94,8 @@ class SignalQueue:
             self._install(sig, _log_ignored)
         for sig in JOB_CONTROL_SIGNALS:
             signal.signal(sig, signal.SIG_IGN)
+        # Handlers in place: what hold_signals kept back (if anything) is delivered now.
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, HANDLED_SIGNALS)
 
     def _install(self, sig: int, callback: Callable[[int], None]) -> None:
         try:

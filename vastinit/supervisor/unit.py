@@ -144,6 +144,24 @@ def fingerprinted_environment(
     return env, env_fingerprint(env, origins)
 
 
+def prepare_start(
+    unit: Unit, base: Mapping[str, str]
+) -> tuple[dict[str, str], EnvFingerprint, str | None]:
+    """The environment of a start, its fingerprint, and why the unit's ``[condition]`` is
+    false now (None: it holds). Reads env files and stats condition paths, which may hang
+    on a network mount: call it in a thread."""
+    env, fingerprint = fingerprinted_environment(unit, base)
+    return env, fingerprint, condition_problem(unit, env)
+
+
+def environment_and_condition(
+    unit: Unit, base: Mapping[str, str]
+) -> tuple[dict[str, str], str | None]:
+    """``start_environment`` and ``condition_problem`` together (sync: call it in a thread)."""
+    env = start_environment(unit, base)
+    return env, condition_problem(unit, env)
+
+
 def condition_problem(unit: Unit, env: Mapping[str, str]) -> str | None:
     """Why the unit's ``[condition]`` is false in ``env`` now, or None when it holds."""
     cond = unit.condition
@@ -450,9 +468,10 @@ class UnitRunner:
         self.consecutive_failures = 0
         while True:
             try:
-                # Env files are read off the loop: a slow or huge file must not stall it.
-                env, fingerprint = await anyio.to_thread.run_sync(
-                    fingerprinted_environment,
+                # Env files and condition paths are read off the loop: a slow or huge file,
+                # or a hung mount, must not stall it.
+                env, fingerprint, problem = await anyio.to_thread.run_sync(
+                    prepare_start,
                     self.unit,
                     self.ctx.base_env,
                     abandon_on_cancel=True,
@@ -465,7 +484,6 @@ class UnitRunner:
             # This start takes the environment as it is now: nothing is left to apply.
             self.start_env = fingerprint
             self.set_restart_to_apply(None)
-            problem = condition_problem(self.unit, env)
             if problem is not None:
                 self._skip(SkipKind.CONDITION, problem)
                 return
