@@ -161,3 +161,71 @@ def test_loop_errors_are_logged_once_then_summarised() -> None:
             loop.default_exception_handler = monkey  # type: ignore[method-assign]
 
     anyio.run(main)
+
+
+# ---- a reload and a shutdown that meet ----------------------------------------------------
+
+
+def test_a_reload_whose_files_are_read_while_shutting_down_applies_nothing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """SIGTERM lands while a reload reads the unit files (in a thread): the reload must not
+    then remove units the shutdown is already stopping in dependency order."""
+    import vastinit.supervisor.reload as reload_module
+    from vastinit.control.protocol import CommandRefused
+    from vastinit.model import DependencyCondition
+    from vastinit.supervisor.commands import SupervisorCommands
+    from vastinit.supervisor.manager import Manager
+
+    units_dir = tmp_path / "units"
+    units_dir.mkdir()
+    (units_dir / "base.toml").write_text('command = ["sleep", "60"]\n')  # "top" is gone
+    real_plan = reload_module.plan_reload
+    outcome: list[Any] = []
+
+    async def main() -> None:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        console = ConsoleSink(devnull)
+        reaper = Reaper()
+        reaper.install()
+        units = {
+            "base": Unit(name="base", command=("sleep", "60")),
+            "top": Unit(name="top", command=("sleep", "60"), depends_on={"base": DependencyCondition.STARTED}),
+        }
+        manager = Manager(units, reaper=reaper, mux=LogMux(console, tmp_path), base_env={})
+        reloader = reload_module.make_reloader(manager, [units_dir])
+        shutdown_done = anyio.Event()
+
+        async def plan_during_shutdown(m: Manager, loaded: Any) -> Any:
+            plan = await real_plan(m, loaded)
+            tg.start_soon(shut_down)  # SIGTERM arrives now
+            await anyio.sleep(0)  # the shutdown begins before the reload goes on
+            return plan
+
+        async def shut_down() -> None:
+            await manager.shutdown("SIGTERM received")
+            shutdown_done.set()
+
+        monkeypatch.setattr(reload_module, "plan_reload", plan_during_shutdown)
+        try:
+            async with anyio.create_task_group() as tg:
+                await tg.start(manager.run)
+                with anyio.fail_after(10):
+                    await manager.wait_for(
+                        lambda: manager.runners["top"].state.value == "ready", 10
+                    )
+                try:
+                    await SupervisorCommands(manager, reloader).reload(dry_run=False)
+                except CommandRefused as exc:
+                    outcome.append((exc.code, exc.status))
+                with anyio.fail_after(20):
+                    await shutdown_done.wait()
+                outcome.append(sorted(manager.runners))
+                tg.cancel_scope.cancel()
+        finally:
+            reaper.uninstall()
+            console.close()
+            os.close(devnull)
+
+    anyio.run(main)
+    assert outcome == [("shutting_down", 503), ["base", "top"]]

@@ -29,7 +29,7 @@ from vastinit.logs.ring import LogSubscription
 from vastinit.model import State, UnitType
 from vastinit.proc.status import signal_name
 from vastinit.supervisor.manager import Manager
-from vastinit.supervisor.reload import Reloader, ReloadFailed
+from vastinit.supervisor.reload import Reloader, ReloadFailed, ReloadShuttingDown
 from vastinit.supervisor.states import FINE
 from vastinit.supervisor.unit import UnitRunner
 
@@ -270,6 +270,8 @@ class SupervisorCommands:
             plan = await self.reloader.reload(dry_run=dry_run)
         except ReloadFailed as exc:
             raise CommandRefused(str(exc), code="reload_failed", status=500) from exc
+        except ReloadShuttingDown as exc:
+            raise CommandRefused(str(exc), code="shutting_down", status=503) from exc
         return ReloadResult(
             dry_run,
             plan.added,

@@ -161,9 +161,13 @@ class Manager:
 
     async def remove_runner(self, name: str) -> None:
         """Stop a unit and forget it (used by reload for units whose file is gone)."""
+        if name not in self.runners:
+            return  # already gone
         await self.stop_and_wait(name, "unit removed")
-        self._scopes.pop(name).cancel()
-        del self.runners[name]
+        scope = self._scopes.pop(name, None)
+        if scope is not None:
+            scope.cancel()
+        self.runners.pop(name, None)
         self.units.pop(name, None)
         self.notify()
 
@@ -237,10 +241,14 @@ class Manager:
                     dependents[dep].add(name)
 
         async def stop_after_dependents(name: str) -> None:
+            # A unit forgotten meanwhile (a reload that was already applying) counts as
+            # stopped: its removal stopped it.
             await self.wait_for(
-                lambda: all(self.runners[d].idle for d in dependents[name]), timeout=None
+                lambda: all(r is None or r.idle for r in map(self.runners.get, dependents[name])),
+                timeout=None,
             )
-            await self.stop_and_wait(name, cause)
+            if name in self.runners:
+                await self.stop_and_wait(name, cause)
 
         async with anyio.create_task_group() as tg:
             for name in list(self.runners):

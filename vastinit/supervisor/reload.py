@@ -132,6 +132,10 @@ class ReloadPlan:
         return {n: note for n, note in self.restart_to_apply.items() if note is not None}
 
 
+class ReloadShuttingDown(VastinitError):
+    """vastinit began to shut down while the unit files were being read: nothing applied."""
+
+
 class ReloadFailed(VastinitError):
     """A reload failed for a reason other than invalid unit files (a bug); logged with its
     traceback. The message says whether the old configuration was kept."""
@@ -256,6 +260,10 @@ class Reloader:
                 ) from exc
             if dry_run:
                 return plan
+            if self.manager.shutting_down:
+                # A SIGTERM came while the files were read: stopping wins, nothing changes.
+                log.info("reload not applied: vastinit is shutting down")
+                raise ReloadShuttingDown("vastinit is shutting down; reload not applied")
             log.info(
                 "reloading unit files",
                 added=plan.added,
@@ -285,8 +293,8 @@ class Reloader:
             for problem in exc.problems:
                 log.error("reload: invalid unit file", problem=str(problem))
             log.error("reload refused; nothing changed", problems=len(exc.problems))
-        except ReloadFailed:
-            pass  # logged with its traceback by reload()
+        except (ReloadFailed, ReloadShuttingDown):
+            pass  # logged by reload()
         except Exception:
             log.exception("reload refused; old configuration kept")
 
