@@ -81,3 +81,7 @@ def test_the_unit_file_bounds_apply() -> None:
 
 def test_a_control_character_in_the_name_is_escaped_in_problems() -> None:
     assert problems("command = 1\n", name="a\x1bb")[0].startswith("<transient a\\x1bb>")
+
+
+def test_text_that_is_not_utf8_is_a_problem_not_a_crash() -> None:
+    assert "not UTF-8 text" in problems('command = ["\ud800"]\n')[0]

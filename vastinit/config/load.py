@@ -332,7 +332,8 @@ def load_transient(name: str, text: str, units: Mapping[str, Unit]) -> Unit:
     path = Path(transient_source(name))
     problems = _Problems()
     source = _Source(name, base=path)
-    data = text.encode("utf-8", errors="surrogateescape")
+    # A lone surrogate (JSON allows "\\ud800") becomes bytes that are not UTF-8: a problem.
+    data = text.encode("utf-8", errors="surrogatepass")
     if len(data) > MAX_UNIT_FILE:
         problems.add(path, 0, name, _too_large_text(len(data)))
         raise ConfigError(problems.items)

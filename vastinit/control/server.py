@@ -278,7 +278,16 @@ class _Endpoints:
             raise _BadRequest("name must be a unit name")
         if not isinstance(text, str):
             raise _BadRequest("toml must be the unit file's text (a string)")
-        result = await self.commands.add_transient(name, text)
+        try:
+            result = await self.commands.add_transient(name, text)
+        except ConfigError as exc:
+            count = len(exc.problems)
+            return _error(
+                422,
+                "invalid_units",
+                f"{count} problem{'s' * (count != 1)} in transient unit {name}; not added",
+                problems=[str(p) for p in exc.problems],
+            )
         return _json(dataclasses.asdict(result), 201)
 
     async def remove_transient(self, request: web.Request) -> web.Response:

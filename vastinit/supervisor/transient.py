@@ -97,4 +97,6 @@ async def remove_transient(reloader: Reloader, name: str) -> None:
                 status=409,
             )
         log.info("removing transient unit", unit=name)
-        await manager.remove_runner(name, cause="removed over the control API")
+        # A client that hangs up mid-removal must not leave the unit stopped but not gone.
+        with anyio.CancelScope(shield=True):
+            await manager.remove_runner(name, cause="removed over the control API")
