@@ -141,3 +141,18 @@ def test_transient_unit_refusals(units_dir: Path, tmp_path: Path, vastinit_run: 
     assert v.ctl("remove", "t0").returncode == 0
     assert add(v, tmp_path, "one-more", SLEEPER).returncode == 0
     assert not any(name.startswith("<") for name in units(v))
+
+
+def test_a_transient_unit_waits_on_its_dependency_and_is_retried_when_reload_enables_it(
+    units_dir: Path, tmp_path: Path, vastinit_run: Start
+) -> None:
+    write_unit(units_dir, "later", SLEEPER + "enabled = false\n")
+    v = vastinit_run(control=True)
+    v.wait_control()
+    v.wait_state("later", "skipped")
+    assert add(v, tmp_path, "needs", SLEEPER + '[depends_on]\nlater = "ready"\n').returncode == 0
+    v.wait_state("needs", "skipped")
+    write_unit(units_dir, "later", SLEEPER)
+    assert v.ctl("reload").returncode == 0
+    ready = wait_ready(v, "later", "needs")
+    assert ready["needs"]["transient"] and ready["needs"]["pid"]

@@ -256,7 +256,9 @@ async def apply_reload(manager: Manager, plan: ReloadPlan) -> None:
     for name in plan.added:
         manager.begin(name, "added by reload")
     touched = set(plan.added) | set(plan.changed) | set(plan.env_restart)
-    for name in plan.unchanged:
+    # Transient units are in no plan list but may depend on a unit a file added or changed.
+    transient = [n for n, r in manager.runners.items() if r.unit.transient]
+    for name in [*plan.unchanged, *transient]:
         runner = manager.runners[name]
         if (
             runner.state is State.SKIPPED
