@@ -194,6 +194,8 @@ class Unit:
     expose: tuple[Expose, ...] = ()
     raw: Mapping[str, object] = field(default_factory=lambda: MappingProxyType({}), compare=True)
     """The merged TOML table, for ``ctl show`` and change detection on reload."""
+    transient: bool = False
+    """Created over the control API (``POST /v1/units``), in no file; gone at restart."""
 
     @property
     def log_file(self) -> str | None:

@@ -190,7 +190,11 @@ def test_a_reload_whose_files_are_read_while_shutting_down_applies_nothing(
         reaper.install()
         units = {
             "base": Unit(name="base", command=("sleep", "60")),
-            "top": Unit(name="top", command=("sleep", "60"), depends_on={"base": DependencyCondition.STARTED}),
+            "top": Unit(
+                name="top",
+                command=("sleep", "60"),
+                depends_on={"base": DependencyCondition.STARTED},
+            ),
         }
         manager = Manager(units, reaper=reaper, mux=LogMux(console, tmp_path), base_env={})
         reloader = reload_module.make_reloader(manager, [units_dir])

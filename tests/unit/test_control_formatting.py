@@ -138,3 +138,11 @@ def test_status_table_lists_restart_to_apply_notes_whole_under_the_table() -> No
     assert all(len(line) <= 100 for line in lines[:4])  # the table is cut to the terminal
     assert lines[4] == f"sglang: restart to apply: {note}"  # the note never is
     assert "restart to apply" not in fmt.status_table([unit(restart_to_apply=None)], NOW)
+
+
+def test_status_table_marks_transient_units_and_says_what_the_mark_means() -> None:
+    table = fmt.status_table([unit(), unit(name="tunnel", transient=True)], NOW)
+    lines = table.splitlines()
+    assert lines[1].startswith("web ") and lines[2].startswith("tunnel* ")
+    assert lines[-1] == fmt.TRANSIENT_NOTE
+    assert fmt.TRANSIENT_NOTE not in fmt.status_table([unit(transient=False)], NOW)

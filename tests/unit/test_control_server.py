@@ -26,6 +26,7 @@ from vastinit.control.protocol import (
     ReloadResult,
     ShowResult,
     SignalResult,
+    TransientResult,
 )
 from vastinit.control.server import ControlSocket, serve_control
 from vastinit.errors import ConfigError, ConfigProblem, ControlError, UnknownUnitError
@@ -110,6 +111,19 @@ class Stub:
 
     def shutdown(self) -> None:
         pass
+
+    async def add_transient(self, name: str, toml: str) -> TransientResult:
+        if name == "web":
+            raise CommandRefused("unit web already exists", code="unit_exists", status=409)
+        if "essential" in toml:
+            problem = ConfigProblem(f"<transient {name}>", 2, name, "cannot be essential")
+            raise ConfigError([problem])
+        return TransientResult(name, "inactive", f"toml={toml!r}")
+
+    async def remove_transient(self, name: str) -> TransientResult:
+        if name == "web":
+            raise CommandRefused("unit web is not transient", code="not_transient", status=409)
+        return TransientResult(name, "inactive", "removed")
 
 
 # ---- the socket file --------------------------------------------------------------------
@@ -343,3 +357,31 @@ async def test_odd_requests_never_get_a_500(served: tuple[Stub, Client, Path]) -
     for request in requests:
         status = await call(send, request)
         assert status < 500, (request[:60], status)
+
+
+async def test_transient_units_are_created_with_post_and_removed_with_delete(
+    served: tuple[Stub, Client, Path],
+) -> None:
+    _, client, _ = served
+    added = await call(client.post, "/v1/units", {"name": "t", "toml": "command = 1"})
+    assert added == {
+        "name": "t",
+        "state": "inactive",
+        "cause": "toml='command = 1'",
+        "transient": True,
+    }
+    removed = await call(client.delete, "/v1/units/t")
+    assert removed["name"] == "t" and removed["cause"] == "removed"
+    invalid = await error_of(client.post, "/v1/units", {"name": "t", "toml": "essential"})
+    assert (invalid.status, invalid.code) == (422, "invalid_units")
+    assert str(invalid) == "1 problem in transient unit t; not added"
+    assert invalid.reply["problems"] == ["<transient t>:2: unit t: cannot be essential"]
+    taken = await error_of(client.post, "/v1/units", {"name": "web", "toml": ""})
+    assert (taken.status, taken.code) == (409, "unit_exists")
+    filed = await error_of(client.delete, "/v1/units/web")
+    assert (filed.status, filed.code) == (409, "not_transient")
+    for body in ({"toml": ""}, {"name": "t"}, {"name": "t", "toml": 1}, {"name": "", "toml": ""}):
+        bad = await error_of(client.post, "/v1/units", body)
+        assert (bad.status, bad.code) == (400, "bad_request"), body
+    extra = await error_of(client.post, "/v1/units", {"name": "t", "toml": "", "user": "root"})
+    assert (extra.status, extra.code) == (400, "bad_request")

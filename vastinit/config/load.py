@@ -20,7 +20,7 @@ from typing import Any
 from vastinit import graph
 from vastinit.config.files import MIB, FileRefused, read_bounded
 from vastinit.config.locate import KeyPath, Locator, too_deep_line
-from vastinit.config.validate import UNIT_NAME, build_unit, close_match, dotted
+from vastinit.config.validate import UNIT_NAME, Report, build_unit, close_match, dotted
 from vastinit.errors import ConfigError, ConfigProblem
 from vastinit.model import Unit
 
@@ -163,6 +163,12 @@ def _parse(path: Path, unit: str, problems: _Problems) -> dict[str, Any] | None:
     except OSError as exc:
         problems.add(path, 0, unit, f"cannot read: {exc.strerror or exc}")
         return None
+    return _parse_bytes(data, path, unit, problems)
+
+
+def _parse_bytes(data: bytes, path: Path, unit: str, problems: _Problems) -> dict[str, Any] | None:
+    """A unit file's bytes (at most MAX_UNIT_FILE) as a TOML table, or None after
+    reporting why not."""
     try:
         text = data.decode("utf-8")
     except UnicodeDecodeError as exc:
@@ -299,3 +305,91 @@ def _check_exposed_ports(
                     path,
                     f"{dotted(path)}: port {expose.port} is exposed by both {first} and {name}",
                 )
+
+
+# ---- transient units (created over the control API, in no file) ------------------------
+
+MAX_TRANSIENT_UNITS = 16
+"""How many transient units may exist at once (``POST /v1/units`` refuses more)."""
+
+
+def transient_source(name: str) -> str:
+    """The pseudo file name of a transient unit in problems and ``ctl show``."""
+    return f"<transient {name}>"
+
+
+def load_transient(name: str, text: str, units: Mapping[str, Unit]) -> Unit:
+    """The transient unit ``name`` described by the unit file text ``text``, checked against
+    the running ``units`` (its dependencies must exist there, its exposed ports be free).
+
+    The text goes through the same pipeline as a unit file (size, nesting, TOML syntax,
+    validation, dependencies), plus the rules of transient units: not ``essential``, no
+    ``user``, ``group`` or ``secrets``, no ``[[expose]]`` with ``auth = false`` or
+    ``pass_credentials = true``. ConfigError lists every problem as
+    ``<transient NAME>:LINE: unit NAME: message``. The name itself (its validity, whether
+    it is taken) is the caller's to check.
+    """
+    path = Path(transient_source(name))
+    problems = _Problems()
+    source = _Source(name, base=path)
+    # A lone surrogate (JSON allows "\\ud800") becomes bytes that are not UTF-8: a problem.
+    data = text.encode("utf-8", errors="surrogatepass")
+    if len(data) > MAX_UNIT_FILE:
+        problems.add(path, 0, name, _too_large_text(len(data)))
+        raise ConfigError(problems.items)
+    table = _parse_bytes(data, path, name, problems)
+    if table is None:
+        raise ConfigError(problems.items)
+    source.table, source.origin = table, {(): path}
+    report = functools.partial(problems.at, source)
+    try:
+        unit = build_unit(name, table, report)
+        _check_transient_rules(unit, table, report)
+        _check_transient_links(unit, units, report)
+    except Exception as exc:  # a bug on hostile input must be a problem, not a crash
+        problems.add(path, 0, name, f"internal error: {type(exc).__name__}: {exc}")
+    if problems.items:
+        raise ConfigError(sorted(problems.items, key=lambda p: p.line))
+    return dataclasses.replace(unit, source=str(path), raw=MappingProxyType(table), transient=True)
+
+
+def _too_large_text(size: int) -> str:
+    return f"unit file is {size} bytes; the limit is {MAX_UNIT_FILE // MIB} MiB"
+
+
+def _check_transient_rules(unit: Unit, table: Mapping[str, Any], report: Report) -> None:
+    """What a transient unit may not do: the API that creates one is reachable from the
+    portal, so it gets no more than a unit needs to run a helper like a tunnel."""
+    if unit.restart.essential:
+        report(("restart", "essential"), "restart.essential: a transient unit cannot be essential")
+    for key in ("user", "group"):
+        if key in table:
+            report((key,), f"{key}: a transient unit cannot set {key}")
+    if "secrets" in table:
+        report(("secrets",), "secrets: a transient unit cannot receive withheld variables")
+    for index, expose in enumerate(unit.expose):
+        if not expose.auth:
+            path = ("expose", index, "auth")
+            report(path, f"{dotted(path)}: a transient unit cannot expose a port without auth")
+        if expose.pass_credentials:
+            path = ("expose", index, "pass_credentials")
+            report(path, f"{dotted(path)}: a transient unit cannot receive the edge credentials")
+
+
+def _check_transient_links(unit: Unit, units: Mapping[str, Unit], report: Report) -> None:
+    """Its dependencies exist among ``units``; its exposed ports are nobody else's."""
+    path: KeyPath
+    for dep in unit.depends_on:
+        path = ("depends_on", dep)
+        if dep == unit.name:
+            report(path, f"{dotted(path)}: a unit cannot depend on itself")
+        elif dep not in units:
+            report(path, f"{dotted(path)}: unknown unit {dep!r}{close_match(dep, sorted(units))}")
+    if not unit.enabled:
+        return
+    owner = {e.port: u.name for u in units.values() if u.enabled for e in u.expose}
+    for index, expose in enumerate(unit.expose):
+        first = owner.get(expose.port)
+        if first is not None:
+            path = ("expose", index, "port")
+            report(path, f"{dotted(path)}: port {expose.port} is already exposed by {first}")

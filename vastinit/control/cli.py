@@ -297,6 +297,46 @@ def cmd_shutdown(client: Client, args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def cmd_add(client: Client, args: argparse.Namespace) -> int:
+    """Create a transient unit from a unit file (``-``: standard input) and start it."""
+    try:
+        if args.file == "-":
+            text = sys.stdin.read()
+        else:
+            with open(args.file, encoding="utf-8") as f:
+                text = f.read(MAX_TRANSIENT_TEXT + 1)
+    except (OSError, UnicodeDecodeError) as exc:
+        _err(f"{PROG}: cannot read {args.file}: {exc}")
+        return EXIT_USAGE
+    try:
+        reply = client.post("/v1/units", {"name": args.name, "toml": text})
+    except CtlError as exc:
+        if exc.code != "invalid_units":
+            raise
+        for problem in exc.reply.get("problems", []):
+            _err(problem)
+        _err(f"{PROG}: {args.name} not added")
+        return EXIT_USAGE
+    print(f"{reply['name']}: added (transient; {reply['state']}: {reply['cause']})")
+    return EXIT_OK
+
+
+def cmd_remove(client: Client, args: argparse.Namespace) -> int:
+    """Stop transient units by their stop rule and forget them."""
+    for name in args.names:
+        client.delete(unit_path(name))
+        print(f"{name}: removed")
+    return EXIT_OK
+
+
+def _add_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("name", metavar="NAME")
+    p.add_argument("file", metavar="FILE", help="unit file text; - reads standard input")
+
+
+MAX_TRANSIENT_TEXT = 64 * 1024  # the request body limit (protocol.MAX_BODY)
+
+
 # ---- parsing -------------------------------------------------------------------------------
 
 
@@ -381,6 +421,8 @@ VERBS: dict[str, tuple[Handler, str, Callable[[argparse.ArgumentParser], None]]]
     "reload": (cmd_reload, "re-read unit files and apply what changed", _reload_args),
     "show": (cmd_show, "the effective unit (drop-ins merged) as TOML", _one_name),
     "signal": (cmd_signal, "send a signal to units' main processes", _signal_args),
+    "add": (cmd_add, "create a transient unit from FILE (- = stdin) and start it", _add_args),
+    "remove": (cmd_remove, "stop transient units and forget them", lambda p: _names(p, "+")),
     "shutdown": (cmd_shutdown, "stop every unit and exit vastinit, as SIGTERM", _no_args),
     "tail": (cmd_tail, "supervisorctl habit: tail [-f] [-BYTES] NAME [stdout|stderr]", _tail_args),
     "reread": (cmd_reread, "supervisorctl habit: what update would change", _no_args),

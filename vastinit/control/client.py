@@ -78,6 +78,10 @@ class Client:
         """POST ``body`` as JSON to ``path``; the JSON reply, or CtlError."""
         return self._call("POST", path, {} if body is None else body)
 
+    def delete(self, path: str) -> Any:
+        """DELETE ``path``; the JSON reply, or CtlError."""
+        return self._call("DELETE", path, None)
+
     def stream(self, path: str) -> Iterator[list[Any]]:
         """GET ``path`` and yield the JSON lines of its NDJSON reply, a list per chunk read,
         until the server ends the stream (CtlError if the connection is cut instead)."""

@@ -14,6 +14,12 @@ FINE_STATES = frozenset({"ready", "exited", "scheduled", "skipped"})
 
 COLUMNS = ("NAME", "STATE", "READY", "PID", "UPTIME", "RESTARTS", "LAST EXIT", "NEXT RUN", "CAUSE")
 
+# After a transient unit's name in the table (created over the control API, in no file).
+TRANSIENT_MARK = "*"
+TRANSIENT_NOTE = (
+    "* transient: created over the control API, in no file; gone when vastinit restarts"
+)
+
 _COLORS = {
     "ready": "32",  # green: up
     "exited": "32",
@@ -50,7 +56,7 @@ def status_row(unit: dict[str, Any], now: float) -> list[str]:
         ready = "yes" if state == "ready" else "no"
     next_run = unit.get("next_run")
     return [
-        unit["name"],
+        unit["name"] + TRANSIENT_MARK * bool(unit.get("transient")),
         state,
         ready,
         str(pid) if pid else "-",
@@ -87,6 +93,8 @@ def status_table(
         for u in units
         if u.get("restart_to_apply")
     ]
+    if any(u.get("transient") for u in units):
+        lines.append(TRANSIENT_NOTE)
     return "\n".join(lines)
 
 

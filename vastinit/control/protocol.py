@@ -24,13 +24,17 @@ actions are POST with a JSON object body::
                                                 "unchanged", "env_restart",
                                                 "restart_to_apply"}
     POST /v1/shutdown {}                       202 {"ok": true}
+    POST   /v1/units  {"name": NAME, "toml": TEXT}
+                                               201 {"name", "state", "cause", "transient"}
+    DELETE /v1/units/NAME                      {"name", "state", "cause", "transient"}
 
 Every error is ``{"error": "<one line>", "code": "<code>"}`` with an HTTP status: 400
 ``bad_request`` (malformed JSON, wrong types, body too large), 404 ``unknown_unit`` (the
 message names close matches) or ``not_found``, 405 ``method_not_allowed``, 409
-``not_running`` (signal to a unit with no process), 422 ``invalid_units`` (reload; the
-reply adds ``"problems": ["FILE:LINE: unit NAME: message", ...]``), 503
-``shutting_down``, 500 ``internal``.
+``not_running`` (signal to a unit with no process), 409 ``unit_exists``,
+``too_many_transient``, ``not_transient`` or ``in_use`` (transient units), 422
+``invalid_units`` (reload, a transient unit; the reply adds
+``"problems": ["FILE:LINE: unit NAME: message", ...]``), 503 ``shutting_down``, 500 ``internal``.
 
 This module imports nothing from vastinit but ``errors``: the server depends on it, and the
 supervisor's adapter (``vastinit.supervisor.commands``) implements ``Commands``.
@@ -114,6 +118,16 @@ class SignalResult:
     signal: str
 
 
+@dataclass(frozen=True)
+class TransientResult:
+    """A transient unit just created (its start asked for) or removed (stopped, forgotten)."""
+
+    name: str
+    state: str
+    cause: str
+    transient: bool = True
+
+
 # One log line on the wire: {"ts": float, "unit": str, "stream": "stdout"|"stderr", "text": str}
 LogEntry = dict[str, Any]
 
@@ -189,4 +203,16 @@ class Commands(Protocol):
 
     def shutdown(self) -> None:
         """Begin an orderly shutdown, exactly as SIGTERM would."""
+        ...
+
+    # ---- transient units ----------------------------------------------------------------
+
+    async def add_transient(self, name: str, toml: str) -> TransientResult:
+        """Create the transient unit ``name`` from unit file text and start it. ConfigError
+        lists the problems of ``toml``; CommandRefused a taken name or the cap reached."""
+        ...
+
+    async def remove_transient(self, name: str) -> TransientResult:
+        """Stop the transient unit ``name`` by its stop rule and forget it; CommandRefused
+        (409) for a unit from a file."""
         ...

@@ -260,7 +260,40 @@ class _Endpoints:
             web.post(f"{API}/signal", self.signal),
             web.post(f"{API}/reload", self.reload),
             web.post(f"{API}/shutdown", self.shutdown),
+            *self.transient_routes(),
         ]
+
+    # ---- transient units (POST /v1/units, DELETE /v1/units/NAME) ----------------------
+
+    def transient_routes(self) -> list[web.RouteDef]:
+        return [
+            web.post(f"{API}/units", self.add_transient),
+            web.delete(f"{API}/units/{{name}}", self.remove_transient),
+        ]
+
+    async def add_transient(self, request: web.Request) -> web.Response:
+        body = await _body(request, frozenset({"name", "toml"}))
+        name, text = body.get("name"), body.get("toml")
+        if not isinstance(name, str) or not name:
+            raise _BadRequest("name must be a unit name")
+        if not isinstance(text, str):
+            raise _BadRequest("toml must be the unit file's text (a string)")
+        try:
+            result = await self.commands.add_transient(name, text)
+        except ConfigError as exc:
+            count = len(exc.problems)
+            return _error(
+                422,
+                "invalid_units",
+                f"{count} problem{'s' * (count != 1)} in transient unit {name}; not added",
+                problems=[str(p) for p in exc.problems],
+            )
+        return _json(dataclasses.asdict(result), 201)
+
+    async def remove_transient(self, request: web.Request) -> web.Response:
+        await _body(request, frozenset())
+        result = await self.commands.remove_transient(request.match_info["name"])
+        return _json(dataclasses.asdict(result))
 
     async def version(self, request: web.Request) -> web.Response:
         return _json({"version": __version__, "pid": os.getpid()})

@@ -23,6 +23,7 @@ from vastinit.control.protocol import (
     ReloadResult,
     ShowResult,
     SignalResult,
+    TransientResult,
 )
 from vastinit.logs.line import LogLine
 from vastinit.logs.ring import LogSubscription
@@ -31,6 +32,7 @@ from vastinit.proc.status import signal_name
 from vastinit.supervisor.manager import Manager
 from vastinit.supervisor.reload import Reloader, ReloadFailed, ReloadShuttingDown
 from vastinit.supervisor.states import FINE
+from vastinit.supervisor.transient import add_transient, remove_transient
 from vastinit.supervisor.unit import UnitRunner
 
 log = structlog.get_logger("vastinit")
@@ -144,6 +146,7 @@ class SupervisorCommands:
             item["type"] = runner.unit.type.value
             item["description"] = runner.unit.description
             item["fine"] = snap.state in FINE
+            item["transient"] = runner.unit.transient
             out.append(item)
         return out
 
@@ -300,3 +303,14 @@ class SupervisorCommands:
         log.info("shutdown requested over the control socket")
         # Exactly what SIGTERM does: pid1's signal task takes it from here.
         os.kill(os.getpid(), _signal.SIGTERM)
+
+    # ---- transient units ------------------------------------------------------------------
+
+    async def add_transient(self, name: str, toml: str) -> TransientResult:
+        unit = await add_transient(self.reloader, name, toml)
+        runner = self.manager.runner(unit.name)
+        return TransientResult(name, runner.state.value, runner.sm.cause)
+
+    async def remove_transient(self, name: str) -> TransientResult:
+        await remove_transient(self.reloader, name)
+        return TransientResult(name, State.INACTIVE.value, "removed over the control API")

@@ -159,11 +159,11 @@ class Manager:
             for _, child in children:
                 await kill_group(child.pgid, self.reaper)
 
-    async def remove_runner(self, name: str) -> None:
-        """Stop a unit and forget it (used by reload for units whose file is gone)."""
+    async def remove_runner(self, name: str, cause: str = "unit removed") -> None:
+        """Stop a unit and forget it (reload: its file is gone; a transient unit removed)."""
         if name not in self.runners:
             return  # already gone
-        await self.stop_and_wait(name, "unit removed")
+        await self.stop_and_wait(name, cause)
         scope = self._scopes.pop(name, None)
         if scope is not None:
             scope.cancel()
@@ -171,12 +171,14 @@ class Manager:
         self.units.pop(name, None)
         self.notify()
 
-    def add_unit(self, unit: Unit, *, start: bool = True) -> UnitRunner:
-        """Register a new unit (reload) and start it if enabled."""
+    def add_unit(
+        self, unit: Unit, *, start: bool = True, cause: str = "added by reload"
+    ) -> UnitRunner:
+        """Register a new unit (reload, a transient unit) and start it if enabled."""
         self.units[unit.name] = unit
         runner = self._add_runner(unit)
         if start:
-            self._begin(runner, "added by reload")
+            self._begin(runner, cause)
         self.notify()
         return runner
 

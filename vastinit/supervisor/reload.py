@@ -24,7 +24,7 @@ import anyio
 import structlog
 
 from vastinit.config import load_units
-from vastinit.errors import ConfigError, VastinitError
+from vastinit.errors import ConfigError, ConfigProblem, VastinitError
 from vastinit.model import State, Unit
 from vastinit.supervisor.manager import Manager
 from vastinit.supervisor.policy import SkipKind
@@ -132,6 +132,41 @@ class ReloadPlan:
         return {n: note for n, note in self.restart_to_apply.items() if note is not None}
 
 
+def transient_conflicts(manager: Manager, units: Mapping[str, Unit]) -> list[ConfigProblem]:
+    """Problems of freshly loaded unit files against the transient units that exist: a file
+    may not take a transient unit's name (the transient one stays; the file is refused until
+    it is removed) nor expose a port a transient unit exposes."""
+    problems = []
+    transient = {n: r.unit for n, r in manager.runners.items() if r.unit.transient}
+    ports = {e.port: u.name for u in transient.values() if u.enabled for e in u.expose}
+    for name in sorted(units):
+        unit = units[name]
+        if name in transient:
+            problems.append(
+                ConfigProblem(
+                    unit.source,
+                    0,
+                    name,
+                    f"a transient unit {name} exists (created over the control API); "
+                    f"remove it (vastinit ctl remove {name}) before loading a unit file of "
+                    f"that name",
+                )
+            )
+            continue
+        for expose in unit.expose if unit.enabled else ():
+            owner = ports.get(expose.port)
+            if owner is not None:
+                problems.append(
+                    ConfigProblem(
+                        unit.source,
+                        0,
+                        name,
+                        f"port {expose.port} is already exposed by the transient unit {owner}",
+                    )
+                )
+    return problems
+
+
 class ReloadShuttingDown(VastinitError):
     """vastinit began to shut down while the unit files were being read: nothing applied."""
 
@@ -162,6 +197,8 @@ async def plan_reload(manager: Manager, units: Mapping[str, Unit]) -> ReloadPlan
     seen: dict[str, EnvFingerprint] = {}
     for name in sorted(set(units) & set(running)):
         runner, new = running[name], units[name]
+        if runner.unit.transient:
+            continue  # refused before planning (transient_conflicts)
         if new != runner.unit:
             changed.append(name)  # restarted with the new spec: cause "unit file changed"
             continue
@@ -184,9 +221,12 @@ async def plan_reload(manager: Manager, units: Mapping[str, Unit]) -> ReloadPlan
         if note is not None or runner.restart_to_apply is not None:
             notes[name] = note
             seen[name] = last
+    # Transient units are in no file: a reload never removes them (see transient_conflicts
+    # for a unit file that would take one's name).
+    transient = {name for name, runner in running.items() if runner.unit.transient}
     return ReloadPlan(
         added=sorted(set(units) - set(running)),
-        removed=sorted(set(running) - set(units)),
+        removed=sorted(set(running) - set(units) - transient),
         changed=changed,
         unchanged=unchanged,
         units=dict(units),
@@ -220,7 +260,9 @@ async def apply_reload(manager: Manager, plan: ReloadPlan) -> None:
     for name in plan.added:
         manager.begin(name, "added by reload")
     touched = set(plan.added) | set(plan.changed) | set(plan.env_restart)
-    for name in plan.unchanged:
+    # Transient units are in no plan list but may depend on a unit a file added or changed.
+    transient = [n for n, r in manager.runners.items() if r.unit.transient]
+    for name in [*plan.unchanged, *transient]:
         runner = manager.runners[name]
         if (
             runner.state is State.SKIPPED
@@ -238,6 +280,11 @@ class Reloader:
         self.unit_dirs = list(unit_dirs)
         self._lock = anyio.Lock()
 
+    @property
+    def lock(self) -> anyio.Lock:
+        """Held by a reload, and by adding or removing a transient unit (one at a time)."""
+        return self._lock
+
     async def reload(self, *, dry_run: bool = False) -> ReloadPlan:
         """Re-read the unit files and apply the difference (not with ``dry_run``); raises
         ConfigError with every problem, having changed nothing, or ReloadFailed (any other
@@ -249,6 +296,9 @@ class Reloader:
                 units = await anyio.to_thread.run_sync(
                     load_units, self.unit_dirs, abandon_on_cancel=True
                 )
+                conflicts = transient_conflicts(self.manager, units)
+                if conflicts:
+                    raise ConfigError(conflicts)
                 plan = await plan_reload(self.manager, units)
             except ConfigError:
                 raise
