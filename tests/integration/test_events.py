@@ -4,6 +4,8 @@ subscription dropped with memory bounded and everything else unaffected."""
 
 from __future__ import annotations
 
+import contextlib
+import itertools
 import json
 import os
 import select
@@ -25,7 +27,7 @@ class Follower:
         self.sock.connect(str(path))
         self.sock.sendall(f"GET /v1/events?{query} HTTP/1.1\r\nHost: vastinit\r\n\r\n".encode())
         self.reader = self.sock.makefile("rb")
-        status, headers = _read_head(self.reader)
+        status, _headers = _read_head(self.reader)
         assert status == 200, status
         self.events: list[dict[str, Any]] = []
         self.ended = False
@@ -47,10 +49,8 @@ class Follower:
         return [e for e in list(self.events) if e["type"] == "state"]
 
     def close(self) -> None:
-        try:
+        with contextlib.suppress(OSError):
             self.sock.shutdown(socket.SHUT_RDWR)
-        except OSError:
-            pass
         self.thread.join(5)
         self.reader.close()
         self.sock.close()
@@ -58,7 +58,7 @@ class Follower:
 
 def _check_chain(states: list[dict[str, Any]]) -> None:
     """Consecutive seq numbers, and each move starts where the one before ended."""
-    for before, after in zip(states, states[1:], strict=False):
+    for before, after in itertools.pairwise(states):
         assert after["seq"] == before["seq"] + 1, (before, after)
         assert after["old"] == before["new"], (before, after)
 
