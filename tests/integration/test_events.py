@@ -9,6 +9,7 @@ import itertools
 import json
 import os
 import select
+import signal
 import socket
 import threading
 import time
@@ -211,3 +212,55 @@ def test_a_client_that_never_reads_its_log_subscription_is_dropped(tmp_path: Pat
             watcher.close()
         vi.terminate()
     assert os.path.exists(vi.log_dir / "flood.log")
+
+
+class _Lines:
+    """A text stream read in a thread; ``lines`` grows as they arrive."""
+
+    def __init__(self, stream: Any) -> None:
+        self.lines: list[str] = []
+        self.thread = threading.Thread(target=self._run, args=(stream,), daemon=True)
+        self.thread.start()
+
+    def _run(self, stream: Any) -> None:
+        for line in stream:
+            self.lines.append(line.rstrip("\n"))
+
+    def count(self, text: str) -> int:
+        return sum(text in line for line in list(self.lines))
+
+
+def test_ctl_status_watch_prints_each_change_and_resumes_across_a_vastinit_restart(
+    tmp_path: Path,
+) -> None:
+    units = tmp_path / "units"
+    write_unit(units, "web", 'command = ["sleep", "600"]\n')
+    vi = Vastinit(units, tmp_path, control=True)
+    watch = None
+    try:
+        vi.wait_control()
+        vi.wait_state("web", "ready")
+        watch = vi.ctl_popen("status", "--watch")
+        out, err = _Lines(watch.stdout), _Lines(watch.stderr)
+        wait_until(lambda: out.count("NAME") == 1, 10, "the status table")
+        assert vi.ctl("restart", "web").returncode == 0
+        wait_until(lambda: out.count("web stopping -> stopped") == 1, 10, "the stop")
+        wait_until(lambda: out.count("web running -> ready") == 1, 10, "ready again")
+        # vastinit goes away and comes back: the watch reconnects and, as its seq numbers
+        # belong to the old run, prints the table afresh.
+        vi.terminate()
+        wait_until(lambda: err.count("reconnecting") == 1, 10, "the watch to notice")
+        vi = Vastinit(units, tmp_path, control=True)
+        vi.wait_control()
+        wait_until(lambda: out.count("NAME") == 2, 15, "the table again")
+        assert out.count("events were missed") == 1
+        assert vi.ctl("restart", "web").returncode == 0
+        wait_until(lambda: out.count("web running -> ready") >= 2, 10, "the new run's moves")
+        assert watch.poll() is None
+        watch.send_signal(signal.SIGINT)
+        assert watch.wait(10) == 0
+    finally:
+        if watch is not None and watch.poll() is None:
+            watch.kill()
+            watch.wait(5)
+        vi.terminate()

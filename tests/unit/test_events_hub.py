@@ -187,3 +187,15 @@ def test_a_waiting_reader_wakes_on_publish() -> None:
 
     anyio.run(main)
     assert len(got) == 1
+
+
+def test_since_from_another_epoch_gets_a_reset_even_when_the_seq_exists() -> None:
+    before, after = EventHub(), EventHub()
+    for _ in range(5):
+        after.publish("state", "web")
+    assert before.epoch != after.epoch
+    sub = after.subscribe(since=2, epoch=before.epoch)
+    got = _read_now(sub)
+    assert [e["type"] for e in got] == ["reset"] and got[0]["epoch"] == after.epoch
+    same = after.subscribe(since=2, epoch=after.epoch)
+    assert [e["seq"] for e in _read_now(same)] == [3, 4, 5]

@@ -8,14 +8,14 @@ and replies are JSON (``Content-Type: application/json``), except ``logs?follow=
 Bodies are at most ``MAX_BODY`` bytes. Query endpoints are GET with query parameters
 (``unit`` may repeat); actions are POST with a JSON object body::
 
-    GET  /v1/version                           {"version", "pid"}
+    GET  /v1/version                           {"version", "pid", "events"}
     GET  /v1/status[?unit=NAME...]             {"pid", "now", "units": [status...]}
     GET  /v1/units/NAME                        {"name", "source", "toml"}              (show)
     GET  /v1/logs[?unit=NAME...][&n=N][&follow=1]
                                                {"lines": [line...]} | NDJSON of line
     GET  /v1/ready[?unit=NAME...][&wait=1][&timeout=S]
                                                {"ready": bool, "units": [ready...]}
-    GET  /v1/events[?since=SEQ][&type=T...][&unit=NAME...][&logs=NAME...]
+    GET  /v1/events[?since=SEQ[&epoch=E]][&type=T...][&unit=NAME...][&logs=NAME...]
                                                NDJSON of event (docs/control-api.md)
     GET  /v1/avail                             {"units": [{"name", "state", "loaded",
                                                 "on_disk"}...], "problems": [...]}
@@ -221,16 +221,18 @@ class Commands(Protocol):
         self,
         *,
         since: int | None,
+        epoch: str | None,
         types: Sequence[str],
         units: Sequence[str],
         logs: Sequence[str],
     ) -> EventFeed:
         """Subscribe to events of ``types`` about ``units`` (all when empty), with the log
-        lines of ``logs``; with ``since``, first the kept events after it (or ``reset``)."""
+        lines of ``logs``; with ``since``, first the kept events after it (or ``reset``, also
+        when ``epoch`` names another run of vastinit)."""
         ...
 
-    def events_info(self) -> dict[str, int]:
-        """The stream's counters: ``last_seq``, ``subscribers``, ``dropped``."""
+    def events_info(self) -> dict[str, object]:
+        """The stream's ``epoch`` and counters: ``last_seq``, ``subscribers``, ``dropped``."""
         ...
 
     def shutdown(self) -> None:

@@ -385,6 +385,7 @@ class _Endpoints:
         since = None if since_text is None else _query_int(request, "since", 0)
         feed = self.commands.events_subscribe(
             since=since,
+            epoch=request.query.get("epoch") or None,
             types=request.query.getall("type", []),
             units=request.query.getall("unit", []),
             logs=request.query.getall("logs", []),

@@ -334,6 +334,7 @@ class SupervisorCommands:
         self,
         *,
         since: int | None,
+        epoch: str | None,
         types: Sequence[str],
         units: Sequence[str],
         logs: Sequence[str],
@@ -355,9 +356,14 @@ class SupervisorCommands:
         follow = self.manager.mux.subscribe(list(logs)) if logs else None
         return _EventFeed(sub, follow)
 
-    def events_info(self) -> dict[str, int]:
+    def events_info(self) -> dict[str, object]:
         hub = self.manager.events
-        return {"last_seq": hub.last_seq, "subscribers": hub.subscribers, "dropped": hub.dropped}
+        return {
+            "epoch": hub.epoch,
+            "last_seq": hub.last_seq,
+            "subscribers": hub.subscribers,
+            "dropped": hub.dropped,
+        }
 
     def shutdown(self) -> None:
         log.info("shutdown requested over the control socket")

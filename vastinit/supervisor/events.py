@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 import time
 from collections import deque
 from collections.abc import Callable, Iterable
@@ -72,6 +73,9 @@ class EventHub:
         self._buffer: deque[Event] = deque(maxlen=max(replay, 1))
         self._subs: set[EventSubscriber] = set()
         self.dropped = 0  # subscribers dropped for falling behind, since vastinit started
+        # Names this run of the hub: seq numbers start again at 1 when vastinit restarts, so
+        # a client resuming with ``since`` also gives the epoch its seq belongs to.
+        self.epoch = os.urandom(6).hex()
 
     @property
     def last_seq(self) -> int:
@@ -101,6 +105,7 @@ class EventHub:
         self,
         *,
         since: int | None = None,
+        epoch: str | None = None,
         types: Iterable[str] = (),
         units: Iterable[str] = (),
         logs: bool = False,
@@ -109,7 +114,8 @@ class EventHub:
 
         With ``since``, it first gets every kept event numbered after ``since`` that it
         wants, in order; a ``reset`` event instead when some of them are no longer kept (or
-        ``since`` is ahead of this vastinit: it restarted). Replay and subscribing happen in
+        ``since`` is ahead of this vastinit, or ``epoch`` is another one's: it restarted).
+        Replay and subscribing happen in
         one step: nothing is missed or repeated.
         """
         sub = EventSubscriber(
@@ -117,7 +123,9 @@ class EventHub:
         )
         if since is not None:
             oldest = self._buffer[0].seq if self._buffer else self._seq + 1
-            if since > self._seq:
+            if epoch is not None and epoch != self.epoch:
+                sub.push_control("reset", reason="another epoch (vastinit restarted)")
+            elif since > self._seq:
                 sub.push_control("reset", reason="since is ahead of this vastinit (restarted)")
             elif since < oldest - 1:
                 sub.push_control("reset", reason="missed events are no longer kept")
@@ -193,6 +201,7 @@ class EventSubscriber:
         """Queue an unnumbered event about the stream itself (``reset``)."""
         body: dict[str, object] = {"type": type, "ts": time.time(), **fields}
         body["last_seq"] = self._hub.last_seq
+        body["epoch"] = self._hub.epoch
         self.push(_line(body))
 
     def push_log(self, lines: Iterable[LogLine]) -> None:
@@ -223,6 +232,7 @@ class EventSubscriber:
                     "ts": time.time(),
                     "reason": reason,
                     "last_seq": self._hub.last_seq,
+                    "epoch": self._hub.epoch,
                 }
             )
         )
