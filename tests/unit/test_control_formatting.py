@@ -138,3 +138,16 @@ def test_status_table_lists_restart_to_apply_notes_whole_under_the_table() -> No
     assert all(len(line) <= 100 for line in lines[:4])  # the table is cut to the terminal
     assert lines[4] == f"sglang: restart to apply: {note}"  # the note never is
     assert "restart to apply" not in fmt.status_table([unit(restart_to_apply=None)], NOW)
+
+
+def test_event_lines_for_status_watch() -> None:
+    from vastinit.control.formatting import event_line
+
+    state = {"type": "state", "ts": 0, "unit": "web", "old": "running", "new": "ready"}
+    assert event_line({**state, "cause": "probe ok"}).endswith("web running -> ready: probe ok")
+    note = {"type": "restart_to_apply", "ts": 0, "unit": "web", "note": "FOO changed in .env"}
+    assert event_line(note).endswith("web restart to apply: FOO changed in .env")
+    assert event_line({**note, "note": None}) is None
+    reload = {"type": "reload", "ts": 0, "added": ["a"], "removed": [], "changed": ["b", "c"]}
+    assert event_line(reload).endswith("reload: added a; changed b, c")
+    assert event_line({"type": "log", "ts": 0, "unit": "web", "text": "x"}) is None

@@ -135,10 +135,7 @@ def event_line(event: dict[str, Any]) -> str | None:
     kind = event.get("type")
     unit = event.get("unit", "")
     if kind == "state":
-        line = f"{clock} {unit} {event.get('old')} -> {event.get('new')}: {event.get('cause')}"
-        if event.get("pid") and event.get("new") == "running":
-            line += f" (pid {event['pid']})"
-        return line
+        return f"{clock} {unit} {event.get('old')} -> {event.get('new')}: {event.get('cause')}"
     if kind == "restart_to_apply":
         note = event.get("note")
         return f"{clock} {unit} restart to apply: {note}" if note else None
