@@ -264,3 +264,76 @@ def test_ctl_status_watch_prints_each_change_and_resumes_across_a_vastinit_resta
             watch.kill()
             watch.wait(5)
         vi.terminate()
+
+
+def test_reload_restart_to_apply_and_cron_runs_are_events(tmp_path: Path) -> None:
+    units = tmp_path / "units"
+    env_file = tmp_path / "app.env"
+    env_file.write_text("GREETING=hello\n")
+    write_unit(units, "envd", f'command = ["sleep", "600"]\nenv_files = ["{env_file}"]\n')
+    write_unit(
+        units,
+        "tick",
+        """
+        type = "cron"
+        command = "echo tick; exit 4"
+        [schedule]
+        cron = "0 0 1 1 *"
+        """,
+    )
+    vi = Vastinit(units, tmp_path, control=True)
+    follower: Follower | None = None
+    try:
+        vi.wait_control()
+        vi.wait_state("envd", "ready")
+        vi.wait_state("tick", "scheduled")
+        client = Client(str(vi.socket))
+        # Bad requests are refused before the stream starts, with the usual JSON error.
+        for path, code in [
+            ("/v1/events?type=bogus", "bad_request"),
+            ("/v1/events?since=soon", "bad_request"),
+            ("/v1/events?unit=evnd", "unknown_unit"),
+            ("/v1/events?logs=nope", "unknown_unit"),
+        ]:
+            try:
+                next(iter(client.stream(path)))
+            except CtlError as exc:
+                assert exc.code == code, (path, exc)
+            else:
+                raise AssertionError(f"{path} was not refused")
+        follower = Follower(vi.socket, "type=reload&type=restart_to_apply&type=cron")
+        env_file.write_text("GREETING=bonjour\n")
+        write_unit(units, "added", 'command = ["sleep", "600"]\n')
+        assert vi.ctl("reload").returncode == 0
+        assert vi.ctl("start", "tick").returncode == 0  # an armed schedule: a run now
+
+        def types() -> list[str]:
+            return [e["type"] for e in follower.events]
+
+        wait_until(lambda: types().count("cron") == 2, 15, "the cron run's two events")
+        by_type = {e["type"]: e for e in follower.events if e["type"] != "cron"}
+        note = f"GREETING changed in {env_file}"
+        assert by_type["restart_to_apply"]["unit"] == "envd"
+        assert by_type["restart_to_apply"]["note"] == note
+        reload = by_type["reload"]
+        assert reload["added"] == ["added"] and reload["changed"] == []
+        assert reload["restart_to_apply"] == {"envd": note}
+        assert "bonjour" not in json.dumps(follower.events)  # names and files, never values
+        started, ended = [e for e in follower.events if e["type"] == "cron"]
+        assert started["phase"] == "started" and ended["phase"] == "ended"
+        assert started["unit"] == ended["unit"] == "tick" and started["run"] == ended["run"]
+        assert ended["exit"]["code"] == 4 and ended["duration_s"] >= 0
+        assert started["seq"] < ended["seq"]
+        # Restarting envd takes the new values: the note is cleared, as an event too.
+        assert vi.ctl("restart", "envd").returncode == 0
+        wait_until(
+            lambda: any(
+                e["type"] == "restart_to_apply" and e["note"] is None for e in follower.events
+            ),
+            10,
+            "the note to be cleared",
+        )
+    finally:
+        if follower is not None:
+            follower.close()
+        vi.terminate()

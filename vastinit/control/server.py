@@ -487,17 +487,25 @@ async def _event_write(
     if transport.get_write_buffer_size() + len(data) <= transport.get_write_buffer_limits()[1]:
         await response.write(data)
         return True
+    interrupted = False
     async with anyio.create_task_group() as tg:
 
         async def watch() -> None:
+            nonlocal interrupted
             await feed.wait_gone()
+            interrupted = True
             tg.cancel_scope.cancel()
 
         tg.start_soon(watch)
         await response.write(data)
         tg.cancel_scope.cancel()
-    if feed.dropped_reason is None:
+    if not interrupted:
         return True
+    if feed.dropped_reason is None:
+        # Closed (shutdown) while the write waited: the chunk may be half written, so the
+        # stream cannot go on; end the connection.
+        transport.abort()
+        return False
     last = b"".join(await feed.next_batch())  # the ``dropped`` event
     if last:
         # Straight onto the transport, in the chunked framing aiohttp uses for this response.
