@@ -199,3 +199,16 @@ def test_since_from_another_epoch_gets_a_reset_even_when_the_seq_exists() -> Non
     assert [e["type"] for e in got] == ["reset"] and got[0]["epoch"] == after.epoch
     same = after.subscribe(since=2, epoch=after.epoch)
     assert [e["seq"] for e in _read_now(same)] == [3, 4, 5]
+
+
+def test_a_full_replay_does_not_drop_the_subscriber_that_asked_for_it() -> None:
+    hub = EventHub(replay=4096, subscriber_bytes=1 << 20)
+    for i in range(4096):
+        hub.publish("state", "web", n=i, cause="c" * 300)  # ~1.4 MB kept in all
+    sub = hub.subscribe(since=0)
+    assert not sub.closed and hub.dropped == 0
+    hub.publish("state", "web")  # a live event on top still fits
+    got: list[dict[str, object]] = []
+    while len(got) < 4097:
+        got.extend(_read_now(sub))
+    assert [e["seq"] for e in got] == list(range(1, 4098))

@@ -130,9 +130,14 @@ class EventHub:
             elif since < oldest - 1:
                 sub.push_control("reset", reason="missed events are no longer kept")
             else:
-                for event in self._buffer:
-                    if event.seq > since and sub.wants(event.type, event.unit):
-                        sub.push(event.line)
+                missed = [
+                    e.line for e in self._buffer if e.seq > since and sub.wants(e.type, e.unit)
+                ]
+                # The replay (at most the buffer) comes on top of the bound: a client resuming
+                # after a burst is not dropped for what it has not had a chance to read yet.
+                sub.max_bytes += sum(map(len, missed))
+                for line in missed:
+                    sub.push(line)
         if not sub.closed:
             self._subs.add(sub)
         return sub
