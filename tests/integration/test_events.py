@@ -111,6 +111,8 @@ def test_state_events_of_a_restarting_unit_arrive_in_order_and_survive_a_reconne
         _check_chain(whole.states())
         exits = [e for e in combined if e["new"] == "backoff"]
         assert exits and all(e["exit"]["code"] == 3 for e in exits)
+        # Only a move out of a live process carries an exit.
+        assert all("exit" not in e for e in combined if e["old"] not in ("running", "ready"))
         assert all(e["pid"] for e in combined if e["new"] == "running")
         ready = [e for e in combined if e["new"] == "ready"]
         assert ready and all(0 <= e["ready_after_s"] < 5 for e in ready)

@@ -17,13 +17,13 @@ from vastinit.proc.group import kill_group, signal_group
 from vastinit.proc.reaper import Reaper
 from vastinit.supervisor.events import EventHub
 from vastinit.supervisor.policy import DependencyView, SkipKind
-from vastinit.supervisor.states import Transition
+from vastinit.supervisor.states import ALIVE, Transition
 from vastinit.supervisor.stopping import stop_child
 from vastinit.supervisor.unit import UnitRunner, UnitStatus
 
 log = structlog.get_logger("vastinit")
 
-# Entering these, a state event says how the run ended (when a process ran).
+# Entering these from a state a process lives in, a state event says how the run ended.
 _EXIT_STATES = frozenset(
     {State.BACKOFF, State.EXITED, State.FAILED, State.STOPPED, State.SCHEDULED}
 )
@@ -109,6 +109,7 @@ class Manager:
             started = runner.started_at
             if (
                 transition.new in _EXIT_STATES
+                and transition.old in ALIVE
                 and last is not None
                 and started is not None
                 and (runner.last_exit_at or 0.0) >= started
