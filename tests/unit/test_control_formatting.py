@@ -146,3 +146,16 @@ def test_status_table_marks_transient_units_and_says_what_the_mark_means() -> No
     assert lines[1].startswith("web ") and lines[2].startswith("tunnel* ")
     assert lines[-1] == fmt.TRANSIENT_NOTE
     assert fmt.TRANSIENT_NOTE not in fmt.status_table([unit(transient=False)], NOW)
+
+
+def test_event_lines_for_status_watch() -> None:
+    from vastinit.control.formatting import event_line
+
+    state = {"type": "state", "ts": 0, "unit": "web", "old": "running", "new": "ready"}
+    assert event_line({**state, "cause": "probe ok"}).endswith("web running -> ready: probe ok")
+    note = {"type": "restart_to_apply", "ts": 0, "unit": "web", "note": "FOO changed in .env"}
+    assert event_line(note).endswith("web restart to apply: FOO changed in .env")
+    assert event_line({**note, "note": None}) is None
+    reload = {"type": "reload", "ts": 0, "added": ["a"], "removed": [], "changed": ["b", "c"]}
+    assert event_line(reload).endswith("reload: added a; changed b, c")
+    assert event_line({"type": "log", "ts": 0, "unit": "web", "text": "x"}) is None

@@ -61,6 +61,8 @@ def _width() -> int | None:
 
 def cmd_status(client: Client, args: argparse.Namespace) -> int:
     """Print the status table (or JSON); 0 if every listed unit is fine, else 3."""
+    if args.watch:
+        return cmd_status_watch(client, args)
     data = client.get(query("/v1/status", {"unit": args.names}))
     units = data["units"]
     if args.json:
@@ -70,6 +72,61 @@ def cmd_status(client: Client, args: argparse.Namespace) -> int:
         print(fmt.status_table(units, data["now"], width=_width(), color=color))
     fine = all(u["state"] in fmt.FINE_STATES for u in units)
     return EXIT_OK if fine else EXIT_NOT_FINE
+
+
+WATCH_TYPES = ["state", "reload", "restart_to_apply"]
+WATCH_RETRY_S = 1.0
+
+
+def _print_status(client: Client, args: argparse.Namespace) -> None:
+    data = client.get(query("/v1/status", {"unit": args.names}))
+    color = _tty(sys.stdout) and not os.environ.get("NO_COLOR")
+    print(fmt.status_table(data["units"], data["now"], width=_width(), color=color), flush=True)
+
+
+def cmd_status_watch(client: Client, args: argparse.Namespace) -> int:
+    """``status --watch``: the table, then one line per state change (and reload, and
+    restart-to-apply note) until Ctrl-C; a dropped connection is resumed from the last
+    event seen, and when vastinit no longer holds what was missed, the table is printed
+    again."""
+    import time
+
+    try:
+        info = client.get("/v1/version")["events"]
+        last, epoch = int(info["last_seq"]), str(info["epoch"])
+        _print_status(client, args)  # everything after ``last`` comes on the stream
+        lost = False
+        while True:
+            params = {"since": last, "epoch": epoch, "type": WATCH_TYPES, "unit": args.names}
+            try:
+                for batch in client.stream(query("/v1/events", params)):
+                    if lost:
+                        print("-- reconnected", file=sys.stderr, flush=True)
+                        lost = False
+                    for event in batch:
+                        if event.get("type") == "reset":
+                            last = int(event.get("last_seq", 0))
+                            epoch = str(event.get("epoch", ""))
+                            print("-- events were missed; status now:", flush=True)
+                            _print_status(client, args)
+                            continue
+                        if event.get("type") == "dropped":
+                            print(f"-- dropped: {event.get('reason')}", file=sys.stderr)
+                            continue
+                        last = int(event.get("seq", last))
+                        line = fmt.event_line(event)
+                        if line is not None:
+                            print(line, flush=True)
+                raise CtlError("vastinit ended the stream", code="closed")
+            except CtlError as exc:
+                if exc.code not in ("closed", "no_daemon"):
+                    raise
+                if not lost:
+                    print(f"-- {exc}; reconnecting", file=sys.stderr, flush=True)
+                    lost = True
+                time.sleep(WATCH_RETRY_S)
+    except KeyboardInterrupt:
+        return EXIT_OK
 
 
 def _action(verb: str) -> Handler:
@@ -368,6 +425,12 @@ def _waiting(until: str) -> Callable[[argparse.ArgumentParser], None]:
 def _status_args(p: argparse.ArgumentParser) -> None:
     _names(p)
     p.add_argument("--json", action="store_true", help="print the raw status as JSON")
+    p.add_argument(
+        "-w",
+        "--watch",
+        action="store_true",
+        help="then print each state change as it happens, until Ctrl-C",
+    )
 
 
 def _logs_args(p: argparse.ArgumentParser) -> None:

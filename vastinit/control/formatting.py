@@ -135,3 +135,23 @@ def supervisor_status_line(unit: dict[str, Any], now: float) -> str:
     else:
         desc = unit.get("cause") or ""
     return f"{unit['name']:<33}{word:<11}{desc}".rstrip()
+
+
+def event_line(event: dict[str, Any]) -> str | None:
+    """One line for a ``ctl status --watch`` event (None for one it does not print)."""
+    clock = time.strftime("%H:%M:%S", time.localtime(float(event.get("ts") or time.time())))
+    kind = event.get("type")
+    unit = event.get("unit", "")
+    if kind == "state":
+        return f"{clock} {unit} {event.get('old')} -> {event.get('new')}: {event.get('cause')}"
+    if kind == "restart_to_apply":
+        note = event.get("note")
+        return f"{clock} {unit} restart to apply: {note}" if note else None
+    if kind == "reload":
+        parts = [
+            f"{key} {', '.join(event.get(key) or [])}"
+            for key in ("added", "removed", "changed")
+            if event.get(key)
+        ]
+        return f"{clock} reload: {'; '.join(parts) or 'nothing changed'}"
+    return None

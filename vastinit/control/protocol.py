@@ -3,18 +3,20 @@
 Wire format (docs/control-api.md has every field and every error):
 
 HTTP/1.1 over a Unix stream socket (default ``/run/vastinit.sock``, mode 0660). Requests
-and replies are JSON (``Content-Type: application/json``), except ``logs?follow=1``, whose
-reply is a chunked stream of NDJSON, one log line per JSON line. Bodies are at most
-``MAX_BODY`` bytes. Query endpoints are GET with query parameters (``unit`` may repeat);
-actions are POST with a JSON object body::
+and replies are JSON (``Content-Type: application/json``), except ``logs?follow=1`` and
+``events``, whose replies are chunked streams of NDJSON, one log line or event a line.
+Bodies are at most ``MAX_BODY`` bytes. Query endpoints are GET with query parameters
+(``unit`` may repeat); actions are POST with a JSON object body::
 
-    GET  /v1/version                           {"version", "pid"}
+    GET  /v1/version                           {"version", "pid", "events"}
     GET  /v1/status[?unit=NAME...]             {"pid", "now", "units": [status...]}
     GET  /v1/units/NAME                        {"name", "source", "toml"}              (show)
     GET  /v1/logs[?unit=NAME...][&n=N][&follow=1]
                                                {"lines": [line...]} | NDJSON of line
     GET  /v1/ready[?unit=NAME...][&wait=1][&timeout=S]
                                                {"ready": bool, "units": [ready...]}
+    GET  /v1/events[?since=SEQ[&epoch=E]][&type=T...][&unit=NAME...][&logs=NAME...]
+                                               NDJSON of event (docs/control-api.md)
     GET  /v1/avail                             {"units": [{"name", "state", "loaded",
                                                 "on_disk"}...], "problems": [...]}
     POST /v1/start|stop|restart  {"units": [NAME...], "wait": true, "timeout": S|null}
@@ -144,6 +146,34 @@ class LogFollow(Protocol):
         ...
 
 
+class EventFeed(Protocol):
+    """One client's subscription to the event stream (``GET /v1/events``): encoded events,
+    one JSON line each, from a bounded queue the supervisor drops when the client lags."""
+
+    async def next_batch(self) -> list[bytes]:
+        """The events queued now (JSON lines), waiting for at least one; ``[]`` once the
+        feed is closed or dropped and its last event (``dropped``) was taken."""
+        ...
+
+    async def pump(self) -> None:
+        """Move the log lines the client asked for into its queue until the feed ends
+        (returns at once when it asked for none); the server runs it beside its reads."""
+        ...
+
+    async def wait_gone(self) -> None:
+        """Return once the feed is closed or dropped (a blocked write can stop waiting)."""
+        ...
+
+    @property
+    def dropped_reason(self) -> str | None:
+        """Why the supervisor dropped this feed (None while it is not dropped)."""
+        ...
+
+    def close(self) -> None:
+        """Stop and free the feed (the client went away)."""
+        ...
+
+
 class Commands(Protocol):
     """Everything the control server may ask of the supervisor, and nothing more.
 
@@ -199,6 +229,24 @@ class Commands(Protocol):
 
     def logs_follow(self, names: Sequence[str], backlog: int) -> LogFollow:
         """Follow ``names`` (all if empty), starting with their last ``backlog`` lines."""
+        ...
+
+    def events_subscribe(
+        self,
+        *,
+        since: int | None,
+        epoch: str | None,
+        types: Sequence[str],
+        units: Sequence[str],
+        logs: Sequence[str],
+    ) -> EventFeed:
+        """Subscribe to events of ``types`` about ``units`` (all when empty), with the log
+        lines of ``logs``; with ``since``, first the kept events after it (or ``reset``, also
+        when ``epoch`` names another run of vastinit)."""
+        ...
+
+    def events_info(self) -> dict[str, object]:
+        """The stream's ``epoch`` and counters: ``last_seq``, ``subscribers``, ``dropped``."""
         ...
 
     def shutdown(self) -> None:

@@ -30,6 +30,7 @@ from vastinit.control.protocol import (
     MAX_BODY,
     CommandRefused,
     Commands,
+    EventFeed,
     LogFollow,
 )
 from vastinit.errors import ConfigError, ControlError, UnknownUnitError
@@ -245,6 +246,7 @@ class _Endpoints:
     def __init__(self, commands: Commands) -> None:
         self.commands = commands
         self.follows: set[LogFollow] = set()
+        self.event_feeds: set[EventFeed] = set()
 
     def routes(self) -> list[web.RouteDef]:
         return [
@@ -252,6 +254,7 @@ class _Endpoints:
             web.get(f"{API}/status", self.status),
             web.get(f"{API}/units/{{name}}", self.show),
             web.get(f"{API}/logs", self.logs),
+            web.get(f"{API}/events", self.events),
             web.get(f"{API}/ready", self.ready),
             web.get(f"{API}/avail", self.avail),
             web.post(f"{API}/start", self.start),
@@ -296,7 +299,9 @@ class _Endpoints:
         return _json(dataclasses.asdict(result))
 
     async def version(self, request: web.Request) -> web.Response:
-        return _json({"version": __version__, "pid": os.getpid()})
+        return _json(
+            {"version": __version__, "pid": os.getpid(), "events": self.commands.events_info()}
+        )
 
     async def status(self, request: web.Request) -> web.Response:
         units = self.commands.status(request.query.getall("unit", []))
@@ -407,6 +412,37 @@ class _Endpoints:
             self.follows.discard(feed)
         return response
 
+    async def events(self, request: web.Request) -> web.StreamResponse:
+        """The event stream: NDJSON, one event a line, until the client goes away."""
+        since_text = request.query.get("since")
+        since = None if since_text is None else _query_int(request, "since", 0)
+        feed = self.commands.events_subscribe(
+            since=since,
+            epoch=request.query.get("epoch") or None,
+            types=request.query.getall("type", []),
+            units=request.query.getall("unit", []),
+            logs=request.query.getall("logs", []),
+        )  # errors here still get a JSON reply
+        self.event_feeds.add(feed)
+        response = web.StreamResponse(headers={"Content-Type": "application/x-ndjson"})
+        response.enable_chunked_encoding()
+        try:
+            await response.prepare(request)
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(feed.pump)
+                while batch := await feed.next_batch():
+                    if not await _event_write(request, response, b"".join(batch), feed):
+                        tg.cancel_scope.cancel()
+                        return response  # dropped and cut off: the connection is gone
+                tg.cancel_scope.cancel()
+            await response.write_eof()
+        except ConnectionError:
+            pass  # the client went away; its subscription is closed below
+        finally:
+            feed.close()
+            self.event_feeds.discard(feed)
+        return response
+
 
 FOLLOW_CUTOFF_S = 10.0
 """A follower whose queue overflowed and whose socket took no byte for this long is cut off."""
@@ -472,6 +508,48 @@ async def _follow_write(
     return False
 
 
+async def _event_write(
+    request: web.Request, response: web.StreamResponse, data: bytes, feed: EventFeed
+) -> bool:
+    """Write ``data`` to an event client; False if the supervisor dropped the client while
+    the write waited on it (it then gets its final ``dropped`` event, if its socket takes
+    it within a second, and the connection is aborted, freeing what the transport holds)."""
+    transport = request.transport
+    if transport is None or transport.is_closing():
+        raise ConnectionResetError("event client went away")
+    if transport.get_write_buffer_size() + len(data) <= transport.get_write_buffer_limits()[1]:
+        await response.write(data)
+        return True
+    interrupted = False
+    async with anyio.create_task_group() as tg:
+
+        async def watch() -> None:
+            nonlocal interrupted
+            await feed.wait_gone()
+            interrupted = True
+            tg.cancel_scope.cancel()
+
+        tg.start_soon(watch)
+        await response.write(data)
+        tg.cancel_scope.cancel()
+    if not interrupted:
+        return True
+    if feed.dropped_reason is None:
+        # Closed (shutdown) while the write waited: the chunk may be half written, so the
+        # stream cannot go on; end the connection.
+        transport.abort()
+        return False
+    last = b"".join(await feed.next_batch())  # the ``dropped`` event
+    if last:
+        # Straight onto the transport, in the chunked framing aiohttp uses for this response.
+        transport.write(b"%x\r\n%s\r\n" % (len(last), last))
+    with anyio.move_on_after(1.0):
+        while transport.get_write_buffer_size() and not transport.is_closing():
+            await anyio.sleep(0.05)
+    transport.abort()
+    return False
+
+
 # ---- serving ------------------------------------------------------------------------------
 
 
@@ -504,6 +582,8 @@ async def serve_control(
         with anyio.CancelScope(shield=True):
             for feed in list(endpoints.follows):
                 feed.close()  # followers get a clean end of stream, not a cut connection
+            for events in list(endpoints.event_feeds):
+                events.close()
             await runner.cleanup()
         listener.close()
 

@@ -182,6 +182,9 @@ class CronJob:
             runner.log.warning("cron run skipped", reason=refusal, skipped=self.runs.skipped)
             return
         token = self.runs.started(self.clock.wall(), self.clock.monotonic())
+        runner.ctx.publish_event(
+            "cron", runner.unit.name, phase="started", run=token, cause=cause, due=due.timestamp()
+        )
         assert self._tg is not None
         self._tg.start_soon(self._run, token, env, cause)
 
@@ -200,6 +203,7 @@ class CronJob:
             self.runs.finished(token, self.clock.monotonic(), _CANNOT_START)
             runner.record_exit(ExitStatus(code=_CANNOT_START), duration=0.0)
             runner.log.error("cron run could not start", error=str(exc))
+            self._publish_end(token, ExitStatus(code=_CANNOT_START), 0.0, str(exc))
             if primary:
                 self._primary_busy = False
                 # A run can fail before it left `scheduled` (its command did not expand):
@@ -211,6 +215,7 @@ class CronJob:
             return
         record = self.runs.finished(token, self.clock.monotonic(), status.shell_code)
         took = format_duration(record.duration)
+        self._publish_end(token, status, record.duration, None)
         if not status.success:
             runner.log.warning("cron run failed", exit=str(status), took=took)
         if primary:
@@ -223,6 +228,20 @@ class CronJob:
         else:
             runner.record_exit(status, duration=record.duration)
             runner.log.info("overlapping run ended", exit=str(status), took=took)
+
+    def _publish_end(
+        self, token: int, status: ExitStatus, duration: float, error: str | None
+    ) -> None:
+        """The ``cron`` event of a run that ended (or could not start: ``error``)."""
+        self.runner.ctx.publish_event(
+            "cron",
+            self.runner.unit.name,
+            phase="ended",
+            run=token,
+            exit={"code": status.code, "signal": status.signal, "text": str(status)},
+            duration_s=round(duration, 6),
+            error=error,
+        )
 
     async def _run_overlapping(self, env: Mapping[str, str], cause: str) -> ExitStatus:
         """One run beside the one ``run_once`` supervises: spawned, logged and reaped here; a

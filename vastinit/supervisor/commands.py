@@ -29,6 +29,7 @@ from vastinit.logs.line import LogLine
 from vastinit.logs.ring import LogSubscription
 from vastinit.model import State, UnitType
 from vastinit.proc.status import signal_name
+from vastinit.supervisor.events import EVENT_TYPES, EventSubscriber
 from vastinit.supervisor.manager import Manager
 from vastinit.supervisor.reload import Reloader, ReloadFailed, ReloadShuttingDown
 from vastinit.supervisor.states import FINE
@@ -110,6 +111,39 @@ class _Follow:
     def dropped(self) -> int:
         """Lines this follower lost for being too slow (the control server reads it)."""
         return self._sub.dropped
+
+
+class _EventFeed:
+    """An EventSubscriber (and, when log lines were asked for, the LogSubscription that
+    feeds them into it) as the control server's ``EventFeed``."""
+
+    def __init__(self, sub: EventSubscriber, logs: LogSubscription | None) -> None:
+        self._sub = sub
+        self._logs = logs
+
+    async def next_batch(self) -> list[bytes]:
+        return await self._sub.next_batch()
+
+    async def pump(self) -> None:
+        if self._logs is None:
+            return
+        while not self._sub.closed:
+            lines = await self._logs.next_batch()
+            if not lines:
+                return
+            self._sub.push_log(lines)
+
+    async def wait_gone(self) -> None:
+        await self._sub.gone.wait()
+
+    @property
+    def dropped_reason(self) -> str | None:
+        return self._sub.dropped_reason
+
+    def close(self) -> None:
+        self._sub.close()
+        if self._logs is not None:
+            self._logs.discard()
 
 
 class SupervisorCommands:
@@ -298,6 +332,43 @@ class SupervisorCommands:
     def logs_follow(self, names: Sequence[str], backlog: int) -> _Follow:
         self._check_log_names(names)
         return _Follow(self.manager.mux.subscribe(list(names) or None, backlog=backlog))
+
+    # ---- the event stream -------------------------------------------------------------
+
+    def events_subscribe(
+        self,
+        *,
+        since: int | None,
+        epoch: str | None,
+        types: Sequence[str],
+        units: Sequence[str],
+        logs: Sequence[str],
+    ) -> _EventFeed:
+        unknown = sorted(set(types) - EVENT_TYPES)
+        if unknown:
+            raise CommandRefused(
+                f"unknown event type {unknown[0]!r}; expected one of {sorted(EVENT_TYPES)}",
+                code="bad_request",
+                status=400,
+            )
+        for name in units:
+            self.manager.runner(name)  # UnknownUnitError naming close matches
+        self._check_log_names(logs)
+        wanted = list(types)
+        if logs and wanted and "log" not in wanted:
+            wanted.append("log")
+        sub = self.manager.events.subscribe(since=since, types=wanted, units=units, logs=bool(logs))
+        follow = self.manager.mux.subscribe(list(logs)) if logs else None
+        return _EventFeed(sub, follow)
+
+    def events_info(self) -> dict[str, object]:
+        hub = self.manager.events
+        return {
+            "epoch": hub.epoch,
+            "last_seq": hub.last_seq,
+            "subscribers": hub.subscribers,
+            "dropped": hub.dropped,
+        }
 
     def shutdown(self) -> None:
         log.info("shutdown requested over the control socket")

@@ -15,12 +15,18 @@ from vastinit.logs.mux import LogMux
 from vastinit.model import State, Unit
 from vastinit.proc.group import kill_group, signal_group
 from vastinit.proc.reaper import Reaper
+from vastinit.supervisor.events import EventHub
 from vastinit.supervisor.policy import DependencyView, SkipKind
-from vastinit.supervisor.states import Transition
+from vastinit.supervisor.states import ALIVE, Transition
 from vastinit.supervisor.stopping import stop_child
 from vastinit.supervisor.unit import UnitRunner, UnitStatus
 
 log = structlog.get_logger("vastinit")
+
+# Entering these from a state a process lives in, a state event says how the run ended.
+_EXIT_STATES = frozenset(
+    {State.BACKOFF, State.EXITED, State.FAILED, State.STOPPED, State.SCHEDULED}
+)
 
 # Plug-ins set on each new runner (health probes, cron); see vastinit.app.
 RunnerSetup = Callable[[UnitRunner], None]
@@ -53,6 +59,8 @@ class Manager:
         self.exit_code = 0
         self.shutdown_requested = anyio.Event()
         self.transition_listeners: list[Callable[[Transition], None]] = []
+        # The event stream (GET /v1/events): state changes, reloads, notes, cron runs.
+        self.events = EventHub()
 
     # ---- RunnerContext ----------------------------------------------------------------
 
@@ -82,6 +90,42 @@ class Manager:
     def on_transition(self, transition: Transition) -> None:
         for listener in self.transition_listeners:
             listener(transition)
+        self._publish_state(transition)
+        self.notify()
+
+    def _publish_state(self, transition: Transition) -> None:
+        """A ``state`` event: the move, its cause, the pid, how the run ended (entering an
+        exit state) and how long it took to become ready (entering ready)."""
+        fields: dict[str, object] = {
+            "old": transition.old.value,
+            "new": transition.new.value,
+            "cause": transition.cause,
+        }
+        runner = self.runners.get(transition.unit)
+        if runner is not None:
+            child = runner.child
+            fields["pid"] = child.pid if child is not None else None
+            last = runner.last_exit
+            started = runner.started_at
+            if (
+                transition.new in _EXIT_STATES
+                and transition.old in ALIVE
+                and last is not None
+                and started is not None
+                and (runner.last_exit_at or 0.0) >= started
+            ):
+                fields["exit"] = {"code": last.code, "signal": last.signal, "text": str(last)}
+            if transition.new is State.READY and runner.ready_at and started:
+                fields["ready_after_s"] = round(runner.ready_at - started, 6)
+        self.events.publish("state", transition.unit, **fields)
+
+    def publish_event(self, type: str, unit: str | None, **fields: object) -> None:
+        """Publish one event on the stream (cron runs use it); never blocks."""
+        self.events.publish(type, unit, **fields)
+
+    def on_restart_to_apply(self, unit: str, note: str | None) -> None:
+        """A unit's "restart to apply" note was set (or cleared, None)."""
+        self.events.publish("restart_to_apply", unit, note=note)
         self.notify()
 
     def essential_failed(self, unit: str, code: int) -> None:

@@ -272,6 +272,18 @@ async def apply_reload(manager: Manager, plan: ReloadPlan) -> None:
             manager.begin(name, "a dependency changed on reload")
 
 
+def publish_reload(manager: Manager, plan: ReloadPlan) -> None:
+    """The ``reload`` event of an applied reload."""
+    manager.events.publish(
+        "reload",
+        added=list(plan.added),
+        removed=list(plan.removed),
+        changed=list(plan.changed),
+        env_restart=dict(plan.env_restart),
+        restart_to_apply=plan.notes,
+    )
+
+
 class Reloader:
     """Reloads of one manager from one search path, one at a time."""
 
@@ -331,6 +343,7 @@ class Reloader:
                     f"reload failed while being applied (some units may have their new "
                     f"configuration): internal error: {type(exc).__name__}: {exc}"
                 ) from exc
+            publish_reload(self.manager, plan)
             return plan
 
     async def on_signal(self) -> None:

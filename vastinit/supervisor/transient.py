@@ -70,6 +70,7 @@ async def add_transient(reloader: Reloader, name: str, text: str) -> Unit:
         )
         log.info("transient unit added", unit=name)
         manager.add_unit(unit, cause="added over the control API")
+        manager.events.publish("unit", name, action="added", transient=True)
         return unit
 
 
@@ -100,3 +101,4 @@ async def remove_transient(reloader: Reloader, name: str) -> None:
         # A client that hangs up mid-removal must not leave the unit stopped but not gone.
         with anyio.CancelScope(shield=True):
             await manager.remove_runner(name, cause="removed over the control API")
+            manager.events.publish("unit", name, action="removed", transient=True)
