@@ -8,7 +8,10 @@ one client of ``/v1/events?logs=flood`` reading at full rate; one ``/v1/logs?fol
 follower (today's ``ctl logs -f``) for comparison. The state clients check that their seq
 numbers are consecutive and identical (no event lost or reordered).
 
-Run alone: ``.venv/bin/python -m benchmarks.event_clients [WINDOW]``.
+Run alone: ``.venv/bin/python -m benchmarks.event_clients [WINDOW [RATE [RESTART_S]]]``
+(``RESTART_S``: seconds between restarts of the steady unit). The no-client and 20-client
+windows alternate ``PAIRS`` times and the medians are compared, so a drift of the machine's
+load does not land on one side.
 """
 
 from __future__ import annotations
@@ -28,7 +31,9 @@ from vastinit.control.client import Client, CtlError, _chunks, _read_head
 
 WINDOW = 5.0
 RATE = 10000
+RESTART_S = 0.5
 CLIENTS = 20
+PAIRS = 3
 FLOOD = """
 import sys, time
 line = "x" * 90
@@ -85,12 +90,12 @@ def _window(pid: int, seconds: float) -> float:
     return _cpu(pid) - before
 
 
-def main(window: float = WINDOW) -> int:
+def main(window: float = WINDOW, rate: int = RATE, restart_s: float = RESTART_S) -> int:
     with tempfile.TemporaryDirectory(prefix="vastinit-evclients-") as tmp:
         units = Path(tmp) / "units"
         units.mkdir()
         script = Path(tmp) / "flood.py"
-        script.write_text(f"RATE = {RATE}\n" + FLOOD)
+        script.write_text(f"RATE = {rate}\n" + FLOOD)
         (units / "flood.toml").write_text(f'command = ["python3", "{script}"]\n')
         (units / "steady.toml").write_text('command = ["sleep", "600"]\n')
         sock = Path(tmp) / "vastinit.sock"
@@ -126,14 +131,24 @@ def main(window: float = WINDOW) -> int:
             def restarts() -> None:
                 while not stop.is_set():
                     client.post("/v1/restart", {"units": ["steady"], "wait": False})
-                    stop.wait(0.5)
+                    stop.wait(restart_s)
 
             threading.Thread(target=restarts, daemon=True).start()
             time.sleep(1.0)  # let the flood settle
             results: dict[str, float] = {}
-            results["no client"] = _window(proc.pid, window)
-            states = [Reader(sock, "/v1/events?type=state") for _ in range(CLIENTS)]
-            results[f"{CLIENTS} state-event clients"] = _window(proc.pid, window)
+            bare: list[float] = []
+            with_clients: list[float] = []
+            states: list[Reader] = []
+            for pair in range(PAIRS):
+                bare.append(_window(proc.pid, window))
+                states = [Reader(sock, "/v1/events?type=state") for _ in range(CLIENTS)]
+                with_clients.append(_window(proc.pid, window))
+                if pair < PAIRS - 1:  # the last pair's clients are checked below
+                    for r in states:
+                        r.close()
+            results["no client"] = sorted(bare)[len(bare) // 2]
+            results[f"{CLIENTS} state-event clients"] = sorted(with_clients)[len(with_clients) // 2]
+            print(f"windows without clients {bare}, with {CLIENTS} clients {with_clients}")
             for r in states:
                 r.close()
             logs = Reader(sock, "/v1/events?type=state&logs=flood")
@@ -150,7 +165,10 @@ def main(window: float = WINDOW) -> int:
             proc.send_signal(signal.SIGTERM)
             proc.wait(30)
     base = results["no client"]
-    print(f"flood {RATE} lines/s; vastinit CPU-s per {window:g} s window:")
+    print(
+        f"flood {rate} lines/s, a restart every {restart_s:g} s; vastinit CPU-s per "
+        f"{window:g} s window (median of {PAIRS}):"
+    )
     for name, cpu in results.items():
         print(f"  {name:34s} {cpu:6.2f}  ({(cpu / base - 1) * 100:+.0f} % vs no client)")
     first = states[0].seqs
@@ -164,4 +182,11 @@ def main(window: float = WINDOW) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main(float(sys.argv[1]) if len(sys.argv) > 1 else WINDOW))
+    args = sys.argv[1:]
+    sys.exit(
+        main(
+            float(args[0]) if args else WINDOW,
+            int(args[1]) if len(args) > 1 else RATE,
+            float(args[2]) if len(args) > 2 else RESTART_S,
+        )
+    )
