@@ -1,7 +1,7 @@
 """What event clients cost vastinit during a log flood.
 
-One ``vastinit run`` with a unit writing ``RATE`` lines/s of 100 bytes (the FLOOD program of
-tests/integration/test_log_followers.py) and a steady unit restarted every 0.5 s (so state
+One ``vastinit run`` with a unit writing ``RATE`` lines/s of 100 bytes
+(tests/programs/paced_flood.py) and a steady unit restarted every ``RESTART_S`` (so state
 events flow). vastinit's CPU time (utime + stime from /proc) is measured over ``WINDOW``
 seconds in each setup, one after the other: no client; 20 clients following state events;
 one client of ``/v1/events?logs=flood`` reading at full rate; one ``/v1/logs?follow=1``
@@ -34,18 +34,7 @@ RATE = 10000
 RESTART_S = 0.5
 CLIENTS = 20
 PAIRS = 3
-FLOOD = """
-import sys, time
-line = "x" * 90
-i = 0
-t0 = time.monotonic()
-while True:
-    for _ in range(100):
-        sys.stdout.write(f"{i:09d} {line}\\n")
-        i += 1
-    sys.stdout.flush()
-    time.sleep(max(0.0, t0 + i / RATE - time.monotonic()))
-"""
+FLOOD = Path(__file__).resolve().parents[1] / "tests" / "programs" / "paced_flood.py"
 
 
 class Reader:
@@ -94,9 +83,7 @@ def main(window: float = WINDOW, rate: int = RATE, restart_s: float = RESTART_S)
     with tempfile.TemporaryDirectory(prefix="vastinit-evclients-") as tmp:
         units = Path(tmp) / "units"
         units.mkdir()
-        script = Path(tmp) / "flood.py"
-        script.write_text(f"RATE = {rate}\n" + FLOOD)
-        (units / "flood.toml").write_text(f'command = ["python3", "{script}"]\n')
+        (units / "flood.toml").write_text(f'command = ["{sys.executable}", "{FLOOD}", "{rate}"]\n')
         (units / "steady.toml").write_text('command = ["sleep", "600"]\n')
         sock = Path(tmp) / "vastinit.sock"
         proc = subprocess.Popen(

@@ -11,12 +11,13 @@ import os
 import select
 import signal
 import socket
+import sys
 import threading
 import time
 from pathlib import Path
 from typing import Any
 
-from tests.harness import Vastinit, wait_until, write_unit
+from tests.harness import PROGRAMS, Vastinit, wait_until, write_unit
 from vastinit.control.client import Client, CtlError, _chunks, _read_head
 
 
@@ -125,18 +126,7 @@ def test_state_events_of_a_restarting_unit_arrive_in_order_and_survive_a_reconne
         vi.terminate()
 
 
-FLOOD = """
-import sys, time
-line = "x" * 90
-i = 0
-t0 = time.monotonic()
-while True:
-    for _ in range(100):
-        sys.stdout.write(f"{i:09d} {line}\\n")
-        i += 1
-    sys.stdout.flush()
-    time.sleep(max(0.0, t0 + i / 10000 - time.monotonic()))
-"""
+FLOOD = PROGRAMS / "paced_flood.py"  # RATE lines/s of 100 bytes
 
 
 def _rss_mb(pid: int) -> float:
@@ -155,9 +145,7 @@ def _cut_off(sock: socket.socket) -> bool:
 
 def test_a_client_that_never_reads_its_log_subscription_is_dropped(tmp_path: Path) -> None:
     units = tmp_path / "units"
-    script = tmp_path / "flood.py"
-    script.write_text(FLOOD)
-    write_unit(units, "flood", f'command = ["python3", "{script}"]\n')
+    write_unit(units, "flood", f'command = ["{sys.executable}", "{FLOOD}", "10000"]\n')
     write_unit(units, "steady", 'command = ["sleep", "600"]\n')
     vi = Vastinit(units, tmp_path, control=True)
     stalled: socket.socket | None = None

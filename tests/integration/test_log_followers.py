@@ -11,24 +11,14 @@ from __future__ import annotations
 import os
 import select
 import socket
+import sys
 import time
 from pathlib import Path
 
-from tests.harness import Vastinit, wait_until, write_unit
+from tests.harness import PROGRAMS, Vastinit, wait_until, write_unit
 
 CLIENTS = 30
-FLOOD = """
-import sys, time
-line = "x" * 90
-i = 0
-t0 = time.monotonic()
-while True:
-    for _ in range(100):
-        sys.stdout.write(f"{i:09d} {line}\\n")
-        i += 1
-    sys.stdout.flush()
-    time.sleep(max(0.0, t0 + i / 10000 - time.monotonic()))
-"""
+FLOOD = PROGRAMS / "paced_flood.py"  # RATE lines/s of 100 bytes
 
 
 def rss_mb(pid: int) -> float:
@@ -55,9 +45,7 @@ def cut_off(sock: socket.socket) -> bool:
 
 def test_followers_that_never_read_are_bounded_and_cut_off(tmp_path: Path) -> None:
     units = tmp_path / "units"
-    script = tmp_path / "flood.py"
-    script.write_text(FLOOD)
-    write_unit(units, "flood", f'command = ["python3", "{script}"]\n')
+    write_unit(units, "flood", f'command = ["{sys.executable}", "{FLOOD}", "10000"]\n')
     vi = Vastinit(units, tmp_path, control=True)
     socks: list[socket.socket] = []
     try:
