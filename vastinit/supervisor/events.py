@@ -54,7 +54,8 @@ EVENT_TYPES = frozenset(
 
 
 def _line(body: dict[str, object]) -> bytes:
-    return (json.dumps(body, separators=(",", ":")) + "\n").encode()
+    # default=str: an odd field value (an enum, a path) must never make publishing raise.
+    return (json.dumps(body, separators=(",", ":"), default=str) + "\n").encode()
 
 
 @dataclass(frozen=True, slots=True)
