@@ -359,3 +359,101 @@ def test_transient_units_added_and_removed_are_events(tmp_path: Path) -> None:
         assert vi.terminate() == 0
     finally:
         vi.kill()
+
+
+def test_a_log_client_that_pauses_keeps_its_stream_and_is_told_exactly_what_it_missed(
+    tmp_path: Path,
+) -> None:
+    """A client of ``logs=flood`` that reads nothing for 3 s of a 10,000 lines/s flood is not
+    dropped (before: dropped at 1 MiB, i.e. after ~1 s): the lines it could not take are shed,
+    one ``skipped`` event counts them exactly (the numbered lines jump by that much), and
+    every line after the gap comes, in order."""
+    units = tmp_path / "units"
+    write_unit(units, "flood", f'command = ["{sys.executable}", "{FLOOD}", "10000"]\n')
+    vi = Vastinit(units, tmp_path, control=True)
+    sock: socket.socket | None = None
+    try:
+        vi.wait_control()
+        vi.wait_state("flood", "running")
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        sock.connect(str(vi.socket))
+        sock.sendall(b"GET /v1/events?logs=flood HTTP/1.1\r\nHost: vastinit\r\n\r\n")
+        start = time.monotonic()
+        wait_until(lambda: time.monotonic() - start > 3, 5, "3 s without reading")
+        reader = sock.makefile("rb")
+        status, _headers = _read_head(reader)
+        assert status == 200
+        events: list[dict[str, Any]] = []
+        pending = b""
+        chunks = _chunks(reader)
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline:
+            pending += next(chunks)
+            *lines, pending = pending.split(b"\n")
+            events.extend(json.loads(line) for line in lines if line)
+            after_gap = [e for e in events if e["type"] == "skipped"]
+            if (
+                after_gap
+                and sum(e["type"] == "log" for e in events[events.index(after_gap[0]) :]) > 20_000
+            ):
+                break
+        kinds = {e["type"] for e in events}
+        assert "dropped" not in kinds, [e for e in events if e["type"] == "dropped"]
+        numbers: list[int | str] = [
+            int(e["text"].split()[0]) if e["type"] == "log" else "gap"
+            for e in events
+            if e["type"] in ("log", "skipped")
+        ]
+        skipped = [e["lines"] for e in events if e["type"] == "skipped"]
+        assert skipped, "no line was shed: the pause was too short to test anything"
+        # Between two consecutive lines the numbers step by 1, or by 1 + the skipped count.
+        gaps = iter(skipped)
+        prev: int | None = None
+        jump = 0
+        for item in numbers:
+            if item == "gap":
+                jump += next(gaps)
+                continue
+            assert isinstance(item, int)
+            if prev is not None:
+                assert item == prev + 1 + jump, (prev, item, jump)
+            prev, jump = item, 0
+        assert Client(str(vi.socket)).get("/v1/version")["events"]["dropped"] == 0
+    finally:
+        if sock is not None:
+            sock.close()
+        vi.terminate()
+
+
+def test_ctl_logs_follow_reads_the_event_stream_and_gets_every_line(tmp_path: Path) -> None:
+    """``ctl logs -f`` is a client of /v1/events: with two units it prints every line of the
+    3,000 lines/s flood, consecutive, beside the other unit's lines, prefixed by unit."""
+    units = tmp_path / "units"
+    write_unit(units, "flood", f'command = ["{sys.executable}", "{FLOOD}", "3000"]\n')
+    write_unit(units, "talker", 'command = ["sh", "-c", "echo hello; exec sleep 600"]\n')
+    vi = Vastinit(units, tmp_path, control=True)
+    proc = None
+    try:
+        vi.wait_control()
+        vi.wait_state("flood", "running")
+        proc = vi.ctl_popen("logs", "-f", "-n", "0", "flood", "talker")
+        assert proc.stdout is not None
+        hub = Client(str(vi.socket))
+        wait_until(
+            lambda: hub.get("/v1/version")["events"]["subscribers"] == 1, 10, "ctl to subscribe"
+        )
+        numbers: list[int] = []
+        for line in proc.stdout:
+            unit, _, text = line.partition(" | ")
+            assert unit.strip() in ("flood", "talker"), line  # no vastinit marker: nothing skipped
+            if unit.strip() == "flood":
+                numbers.append(int(text.split()[0]))
+            if len(numbers) >= 6000:
+                break
+        assert numbers == list(range(numbers[0], numbers[0] + len(numbers)))
+    finally:
+        if proc is not None:
+            proc.kill()
+            proc.wait(5)
+        vi.terminate()

@@ -181,10 +181,33 @@ def cmd_logs(client: Client, args: argparse.Namespace) -> int:
     state = {"prefix": -1 if len(args.names) == 1 else max(map(len, args.names), default=0)}
     params = {"unit": args.names, "n": args.lines}
     if args.follow:
-        for batch in client.stream(query("/v1/logs", {**params, "follow": True})):
-            _print_lines(batch, args, state)
-        return EXIT_OK
+        return _follow_logs(client, args, state)
     _print_lines(client.get(query("/v1/logs", params))["lines"], args, state)
+    return EXIT_OK
+
+
+def _follow_logs(client: Client, args: argparse.Namespace, state: dict[str, int]) -> int:
+    """``logs -f``: every line, from the event stream, until vastinit ends it (0); where
+    vastinit had to leave lines out (this reader too slow) a ``vastinit`` line says how
+    many; dropped for not reading: the reason on stderr, 1."""
+    params = {"type": "log", "logs": args.names or ["*"], "n": args.lines}
+    for batch in client.stream(query("/v1/events", params)):
+        entries = []
+        for event in batch:
+            kind = event.get("type")
+            if kind == "log":
+                entries.append(event)
+            elif kind == "skipped":
+                text = f"skipped {event.get('lines')} lines ({event.get('reason')})"
+                stream = args.stream or "stdout"  # shown whatever stream is asked for
+                entries.append(
+                    {"ts": event["ts"], "unit": "vastinit", "stream": stream, "text": text}
+                )
+            elif kind == "dropped":
+                _print_lines(entries, args, state)
+                _err(f"vastinit stopped following: {event.get('reason')}")
+                return EXIT_ERROR
+        _print_lines(entries, args, state)
     return EXIT_OK
 
 

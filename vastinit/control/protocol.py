@@ -239,10 +239,13 @@ class Commands(Protocol):
         types: Sequence[str],
         units: Sequence[str],
         logs: Sequence[str],
+        backlog: int = 0,
+        log_rate: float | None = None,
     ) -> EventFeed:
         """Subscribe to events of ``types`` about ``units`` (all when empty), with the log
-        lines of ``logs``; with ``since``, first the kept events after it (or ``reset``, also
-        when ``epoch`` names another run of vastinit)."""
+        lines of ``logs`` (``*``: every unit's), starting with their last ``backlog`` lines,
+        every line or at most ``log_rate`` a second; with ``since``, first the kept events
+        after it (or ``reset``, also when ``epoch`` names another run of vastinit)."""
         ...
 
     def events_info(self) -> dict[str, object]:

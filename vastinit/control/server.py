@@ -168,6 +168,16 @@ def _query_int(request: web.Request, key: str, default: int) -> int:
     return number
 
 
+def _query_rate(request: web.Request, key: str) -> float | None:
+    value = request.query.get(key, "")
+    if value == "":
+        return None
+    try:
+        return float(value)  # its range is the supervisor's to check
+    except ValueError:
+        raise _BadRequest(f"{key} must be a number of lines per second, not {value!r}") from None
+
+
 def _names(value: object) -> list[str]:
     if not isinstance(value, list) or not all(isinstance(v, str) and v for v in value):
         raise _BadRequest("units must be a list of unit names")
@@ -422,6 +432,8 @@ class _Endpoints:
             types=request.query.getall("type", []),
             units=request.query.getall("unit", []),
             logs=request.query.getall("logs", []),
+            backlog=_query_int(request, "n", 0),
+            log_rate=_query_rate(request, "log_rate"),
         )  # errors here still get a JSON reply
         self.event_feeds.add(feed)
         response = web.StreamResponse(headers={"Content-Type": "application/x-ndjson"})

@@ -23,6 +23,8 @@ class LogLine:
     unit: str
     stream: str  # "stdout" | "stderr"
     text: bytes
+    # > 0 on the marker a follower gets where it lost lines for being too slow: how many.
+    skipped: int = 0
 
 
 @dataclass(frozen=True, slots=True)

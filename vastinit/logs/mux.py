@@ -169,14 +169,17 @@ class LogMux:
                 chunks.extend(log._ring.last(n))
         return merge_tail(chunks, n)
 
-    def subscribe(self, units: Sequence[str] | None, *, backlog: int = 0) -> LogSubscription:
-        """Follow ``units`` (all if None), starting with their last ``backlog`` lines.
+    def subscribe(
+        self, units: Sequence[str] | None, *, backlog: int = 0, max_bytes: int | None = None
+    ) -> LogSubscription:
+        """Follow ``units`` (all if None), starting with their last ``backlog`` lines, holding
+        at most ``max_bytes`` unread (``follower_bytes`` by default).
 
         Taking the backlog and subscribing happen in one step: no line is missed or repeated.
         """
         sub = LogSubscription(
             None if units is None else frozenset(units),
-            max_bytes=self.follower_bytes,
+            max_bytes=self.follower_bytes if max_bytes is None else max_bytes,
             backlog=self.tail(units, backlog) if backlog > 0 else None,
             on_close=self._unsubscribe,
             budget=self.follow_budget,

@@ -193,7 +193,7 @@ class LogSubscription:
         if self._unreported:
             n, self._unreported = self._unreported, 0
             text = f"dropped {n} lines (follower too slow)".encode()
-            return LogLine(time.time(), "vastinit", "stdout", text)
+            return LogLine(time.time(), "vastinit", "stdout", text, skipped=n)
         cur = self._cur
         if cur is None:
             if not self._chunks:

@@ -29,6 +29,7 @@ from vastinit.logs.line import LogLine
 from vastinit.logs.ring import LogSubscription
 from vastinit.model import State, UnitType
 from vastinit.proc.status import signal_name
+from vastinit.supervisor.event_logs import ALL_LOGS, FOLLOW_BYTES, MAX_LOG_RATE, LogPump
 from vastinit.supervisor.events import EVENT_TYPES, EventSubscriber
 from vastinit.supervisor.manager import Manager
 from vastinit.supervisor.reload import Reloader, ReloadFailed, ReloadShuttingDown
@@ -114,10 +115,10 @@ class _Follow:
 
 
 class _EventFeed:
-    """An EventSubscriber (and, when log lines were asked for, the LogSubscription that
-    feeds them into it) as the control server's ``EventFeed``."""
+    """An EventSubscriber (and, when log lines were asked for, the LogPump that feeds them
+    into it) as the control server's ``EventFeed``."""
 
-    def __init__(self, sub: EventSubscriber, logs: LogSubscription | None) -> None:
+    def __init__(self, sub: EventSubscriber, logs: LogPump | None) -> None:
         self._sub = sub
         self._logs = logs
 
@@ -125,13 +126,8 @@ class _EventFeed:
         return await self._sub.next_batch()
 
     async def pump(self) -> None:
-        if self._logs is None:
-            return
-        while not self._sub.closed:
-            lines = await self._logs.next_batch()
-            if not lines:
-                return
-            self._sub.push_log(lines)
+        if self._logs is not None:
+            await self._logs.run()
 
     async def wait_gone(self) -> None:
         await self._sub.gone.wait()
@@ -143,7 +139,7 @@ class _EventFeed:
     def close(self) -> None:
         self._sub.close()
         if self._logs is not None:
-            self._logs.discard()
+            self._logs.close()
 
 
 class SupervisorCommands:
@@ -343,6 +339,8 @@ class SupervisorCommands:
         types: Sequence[str],
         units: Sequence[str],
         logs: Sequence[str],
+        backlog: int = 0,
+        log_rate: float | None = None,
     ) -> _EventFeed:
         unknown = sorted(set(types) - EVENT_TYPES)
         if unknown:
@@ -353,13 +351,26 @@ class SupervisorCommands:
             )
         for name in units:
             self.manager.runner(name)  # UnknownUnitError naming close matches
-        self._check_log_names(logs)
+        every_unit = ALL_LOGS in logs
+        if not every_unit:
+            self._check_log_names(logs)
+        if log_rate is not None and not 0 < log_rate <= MAX_LOG_RATE:
+            raise CommandRefused(
+                f"log_rate must be more than 0 and at most {MAX_LOG_RATE:g} lines per second",
+                code="bad_request",
+                status=400,
+            )
         wanted = list(types)
         if logs and wanted and "log" not in wanted:
             wanted.append("log")
         sub = self.manager.events.subscribe(since=since, types=wanted, units=units, logs=bool(logs))
-        follow = self.manager.mux.subscribe(list(logs)) if logs else None
-        return _EventFeed(sub, follow)
+        pump = None
+        if logs:
+            follow = self.manager.mux.subscribe(
+                None if every_unit else list(logs), backlog=backlog, max_bytes=FOLLOW_BYTES
+            )
+            pump = LogPump(sub, follow, rate=log_rate)
+        return _EventFeed(sub, pump)
 
     def events_info(self) -> dict[str, object]:
         hub = self.manager.events

@@ -10,8 +10,11 @@ place) and the drop is counted in ``EventHub.dropped``. A subscriber that comes 
 ``reset`` event when the buffer no longer holds them (re-read ``/v1/status``).
 
 Log lines are not numbered and not replayed: a subscriber that asks for them gets them
-pushed (``push_log``) into the same bounded queue, so a log flood it cannot take drops it
-just the same. docs/control-api.md has every event's schema.
+pushed (``push_log``) into the same queue by a ``LogPump`` (supervisor/event_logs.py), which
+moves them only while the queue has room for them (``wait_room``), so log lines never crowd
+out state events and a flood never drops a client that keeps reading. Where lines were left
+out (the client too slow, or a rate it asked for) it gets one ``skipped`` event saying how
+many. docs/control-api.md has every event's schema.
 """
 
 from __future__ import annotations
@@ -191,6 +194,9 @@ class EventSubscriber:
         self.dropped_reason: str | None = None
         self.gone = anyio.Event()
         self._wake_tx, self._wake_rx = anyio.create_memory_object_stream[None](1)
+        # Rung each time the client takes a batch: a LogPump waiting for room wakes up.
+        self._room_tx, self._room_rx = anyio.create_memory_object_stream[None](1)
+        self.last_read = time.monotonic()  # when the client last took a batch (or subscribed)
 
     @property
     def queued_bytes(self) -> int:
@@ -208,7 +214,7 @@ class EventSubscriber:
         if self.closed:
             return
         if self._bytes + len(line) > self.max_bytes:
-            self._drop(f"not reading: more than {self.max_bytes} bytes of events queued")
+            self.drop(f"not reading: more than {self.max_bytes} bytes of events queued")
             return
         self._queue.append(line)
         self._bytes += len(line)
@@ -222,10 +228,14 @@ class EventSubscriber:
         self.push(_line(body))
 
     def push_log(self, lines: Iterable[LogLine]) -> None:
-        """Queue log lines as unnumbered ``log`` events."""
+        """Queue log lines as unnumbered ``log`` events (a follower's marker of lines it lost
+        as a ``skipped`` event)."""
         for line in lines:
             if self.closed:
                 return
+            if line.skipped:
+                self.push_skipped(line.skipped, "client too slow: lines shed while it lagged")
+                continue
             self.push(
                 _line(
                     {
@@ -238,7 +248,28 @@ class EventSubscriber:
                 )
             )
 
-    def _drop(self, reason: str) -> None:
+    def push_skipped(self, lines: int, reason: str, units: dict[str, int] | None = None) -> None:
+        """Queue one ``skipped`` event: ``lines`` log lines were left out here, and why."""
+        body: dict[str, object] = {"type": "skipped", "ts": time.time(), "lines": lines}
+        if units:
+            body["units"] = units
+        body["reason"] = reason
+        self.push(_line(body))
+
+    async def wait_room(self, limit: int, timeout: float) -> bool:
+        """Wait until fewer than ``limit`` bytes are queued (True), the subscriber is closed
+        (True), or ``timeout`` seconds pass (False)."""
+        with anyio.move_on_after(timeout):
+            while self._bytes >= limit and not self.closed:
+                with contextlib.suppress(anyio.EndOfStream, anyio.ClosedResourceError):
+                    await self._room_rx.receive()
+            return True
+        return False
+
+    def drop(self, reason: str) -> None:
+        """Drop the subscriber: free its queue, queue one final ``dropped`` event, count it."""
+        if self.closed:
+            return
         self._queue.clear()
         self._bytes = 0
         self.dropped_reason = reason
@@ -257,6 +288,7 @@ class EventSubscriber:
         self._hub._dropped(self, reason)
         self.gone.set()
         self._notify()
+        self._ring_room()
 
     def close(self) -> None:
         """Stop and free the queue (the client went away)."""
@@ -267,10 +299,15 @@ class EventSubscriber:
         self._bytes = 0
         self.gone.set()
         self._notify()
+        self._ring_room()
 
     def _notify(self) -> None:
         with contextlib.suppress(anyio.WouldBlock, anyio.ClosedResourceError):
             self._wake_tx.send_nowait(None)
+
+    def _ring_room(self) -> None:
+        with contextlib.suppress(anyio.WouldBlock, anyio.ClosedResourceError):
+            self._room_tx.send_nowait(None)
 
     async def next_batch(self) -> list[bytes]:
         """The encoded events queued now, up to about BATCH_BYTES (waiting for at least
@@ -283,6 +320,9 @@ class EventSubscriber:
                 batch.append(line)
                 size += len(line)
             self._bytes = max(self._bytes - size, 0)
+            if batch:
+                self.last_read = time.monotonic()
+                self._ring_room()
             if batch or self.closed:
                 return batch
             with contextlib.suppress(anyio.EndOfStream, anyio.ClosedResourceError):
