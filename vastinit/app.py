@@ -9,7 +9,7 @@ import os
 import sys
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import anyio
 import structlog
@@ -19,6 +19,7 @@ from vastinit import paths
 if TYPE_CHECKING:
     from vastinit.control.server import ControlSocket
     from vastinit.model import Unit
+    from vastinit.proc.members import CgroupTree
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -187,8 +188,14 @@ async def _run(
         # NVML can take seconds (or hang on a sick driver): never on the loop.
         gpu = await anyio.to_thread.run_sync(gpu_environment, abandon_on_cancel=True)
         base_env["GPU_COUNT"] = gpu["GPU_COUNT"]
+    cgroups = await _cgroup_mode(log)
     manager = Manager(
-        units, reaper=reaper, mux=mux, base_env=base_env, runner_setup=_runner_setup()
+        units,
+        reaper=reaper,
+        mux=mux,
+        base_env=base_env,
+        runner_setup=_runner_setup(),
+        cgroups=cgroups,
     )
     reloader = make_reloader(manager, unit_dirs)
     # Everything loaded so far lives as long as vastinit: move it out of the collector's
@@ -220,6 +227,28 @@ async def _run(
         reaper.uninstall()
         console.close()
     return code
+
+
+async def _cgroup_mode(log: Any) -> CgroupTree | None:
+    """The cgroup tree of ``VASTINIT_CGROUP`` (a writable cgroup v2 directory), or None:
+    processes are then tracked by their environment marker alone (docs/states.md)."""
+    from vastinit.proc.members import CgroupTree
+
+    root = os.environ.get("VASTINIT_CGROUP", "")
+    if not root:
+        log.info("process tracking", mode="marker")
+        return None
+    try:
+        tree = await anyio.to_thread.run_sync(CgroupTree.open, Path(root))
+    except OSError as exc:
+        log.warning(
+            "cgroup mode unavailable; tracking processes by their environment marker",
+            cgroup=root,
+            reason=str(exc),
+        )
+        return None
+    log.info("process tracking", mode="cgroup", cgroup=root)
+    return tree
 
 
 def _runner_setup() -> list[Callable[..., None]]:

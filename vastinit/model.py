@@ -68,6 +68,15 @@ class ProbeKind(enum.Enum):
     NOTIFY = "notify"
 
 
+class Escaped(enum.Enum):
+    """What a stop does with the unit's members that left its process group (``setsid``,
+    double forks): see docs/states.md."""
+
+    STOP = "stop"  # they are stopped with the unit: signal, timeout, SIGKILL
+    KEEP = "keep"  # released: left running (a person's tmux, nohup job), listed, and
+    # stopped only at vastinit's own shutdown
+
+
 class MissingProgram(enum.Enum):
     """What a start does when the unit's program is not installed."""
 
@@ -134,6 +143,7 @@ class StopPolicy:
     signal: int = 15  # signal number (SIGTERM)
     mode: StopMode = StopMode.GROUP
     timeout: float = 10.0
+    escaped: Escaped = Escaped.STOP
 
 
 @dataclass(frozen=True)

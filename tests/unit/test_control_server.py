@@ -65,6 +65,9 @@ class Stub:
         self.waiting = anyio.Event()
         self.feeds: list[Feed] = []
 
+    async def scan_processes(self) -> None:
+        pass
+
     def status(self, names: Sequence[str]) -> list[dict[str, Any]]:
         if list(names) == ["boom"]:
             raise RuntimeError("kaboom")

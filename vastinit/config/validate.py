@@ -37,6 +37,7 @@ from vastinit.model import (
     READINESS_TIMEOUT,
     Condition,
     DependencyCondition,
+    Escaped,
     Expose,
     LogSpec,
     MissingProgram,
@@ -93,7 +94,7 @@ _LIVENESS_KINDS = ("http", "tcp", "exec")
 _PROBE_TIMING = ("interval", "timeout")
 _CONDITION = ("env", "path_exists", "path_missing")
 _RESTART = ("policy", "delay", "max_delay", "limit", "window", "essential")
-_STOP = ("signal", "mode", "timeout")
+_STOP = ("signal", "mode", "timeout", "escaped")
 _LOG = ("file", "max_size", "keep")
 _SCHEDULE = ("cron", "timezone", "overlap", "run_on_start")
 _EXPOSE = ("port", "target", "path", "label", "auth", "pass_credentials")
@@ -425,6 +426,7 @@ class _Builder:
             signal=_or(signum, d.signal),
             mode=self.enum(table, (*base, "mode"), StopMode) or d.mode,
             timeout=_or(self.duration(table, (*base, "timeout")), d.timeout),
+            escaped=self.enum(table, (*base, "escaped"), Escaped) or d.escaped,
         )
 
     def log(self, t: Table) -> LogSpec:

@@ -93,6 +93,12 @@ def status_table(
         for u in units
         if u.get("restart_to_apply")
     ]
+    # Processes of a unit outside its process group (setsid, double forks), whole.
+    lines += [
+        f"{u['name']}: {p['kind']} process {p['pid']}: {p['command']}"
+        for u in units
+        for p in u.get("escaped") or ()
+    ]
     if any(u.get("transient") for u in units):
         lines.append(TRANSIENT_NOTE)
     return "\n".join(lines)

@@ -182,6 +182,10 @@ class Commands(Protocol):
     and ``ConfigError`` (reload) listing every problem in the unit files.
     """
 
+    async def scan_processes(self) -> None:
+        """Bring each unit's escaped processes (status ``escaped``) up to date."""
+        ...
+
     def status(self, names: Sequence[str]) -> list[dict[str, Any]]:
         """Status of ``names`` (all units, sorted, if empty) as JSON-ready dicts."""
         ...

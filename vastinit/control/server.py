@@ -314,7 +314,10 @@ class _Endpoints:
         )
 
     async def status(self, request: web.Request) -> web.Response:
-        units = self.commands.status(request.query.getall("unit", []))
+        names = request.query.getall("unit", [])
+        self.commands.status(names)  # unknown names are refused before any scan
+        await self.commands.scan_processes()
+        units = self.commands.status(names)
         return _json({"pid": os.getpid(), "now": time.time(), "units": units})
 
     async def show(self, request: web.Request) -> web.Response:

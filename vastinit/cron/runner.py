@@ -43,7 +43,7 @@ from vastinit.model import State
 from vastinit.proc.group import group_alive
 from vastinit.proc.spawn import Child
 from vastinit.proc.status import ExitStatus
-from vastinit.supervisor.stopping import stop_child
+from vastinit.supervisor.stopping import leftovers, stop_child
 from vastinit.supervisor.unit import (
     UnitRunner,
     drain_output,
@@ -271,7 +271,7 @@ class CronJob:
         run's group gone and only records ``stopped``."""
         runner = self.runner
         main = runner.child
-        if main is not None and main.exited and not group_alive(main.pgid):
+        if main is not None and not await leftovers(main, runner.unit.stop):
             main = None
         if main is not None and runner.state in (S.RUNNING, S.READY):
             runner.sm.set(S.STOPPING, runner.stop_cause)

@@ -36,6 +36,7 @@ class Reaper:
         self._watchers: dict[int, asyncio.Future[int]] = {}
         self._reaped = asyncio.Event()  # replaced after each batch; see wait_any_reaped
         self.orphans_reaped = 0
+        self.generation = 0  # counts batches of reaped children (a process scan's freshness)
         self._loop: asyncio.AbstractEventLoop | None = None
 
     def install(self) -> None:
@@ -77,6 +78,7 @@ class Reaper:
             elif not future.done():
                 future.set_result(status)
         if reaped_any:
+            self.generation += 1
             event, self._reaped = self._reaped, asyncio.Event()
             event.set()
 

@@ -23,6 +23,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
 from vastinit.errors import ProgramNotFound, SpawnError
+from vastinit.proc.members import CgroupTree, Membership
 from vastinit.proc.reaper import Reaper
 from vastinit.proc.status import ExitStatus
 
@@ -52,6 +53,8 @@ class Child:
     _popen: subprocess.Popen[bytes]
     _status: asyncio.Future[int]
     exit_status: ExitStatus | None = field(default=None)
+    # Every process of this start, wherever it went (None: its process group only).
+    members: Membership | None = field(default=None)
 
     def __post_init__(self) -> None:
         # The reaper is the only owner of waitpid: as soon as it has this pid's status,
@@ -126,12 +129,16 @@ def spawn(
     stdout: int | None = None,
     stderr: int | None = None,
     identity: Identity | None = None,
+    members: Membership | None = None,
+    cgroups: CgroupTree | None = None,
 ) -> Child:
     """Start ``argv`` in a new session (pgid = pid) with stdin on /dev/null.
 
     ``stdout``/``stderr`` are fds the child gets (the caller closes its copies). Raises
     SpawnError with a one-line reason when the program cannot be started. ``identity``:
     ``resolve_identity(user, group)`` done beforehand (off the loop: it may read NSS).
+    ``members``: the start's membership (its marker goes in the environment; with
+    ``cgroups``, the child is born in its cgroup).
     """
     if not argv:
         raise SpawnError("empty command")
@@ -139,22 +146,18 @@ def spawn(
     if ident.uid is not None and ident.uid == os.geteuid() and group is None:
         ident = Identity(None, None, None, ident.env)  # already that user: nothing to switch
     full_env = {**ident.env, **env} if ident.env else dict(env)
+    if members is not None:
+        full_env.update(members.env())
     if cwd is not None and ("\0" in cwd or not os.path.isdir(cwd)):
         raise SpawnError(f"working_dir {cwd} does not exist".replace("\0", "\\0"))
+    cgroup = members.cgroup if members is not None and cgroups is not None else None
+    if cgroup is not None and cgroups is not None:
+        try:
+            cgroups.enter(cgroup)
+        except OSError as exc:
+            raise spawn_os_error(f"cannot enter the cgroup {cgroup}", exc) from None
     try:
-        popen = subprocess.Popen(
-            list(argv),
-            stdin=subprocess.DEVNULL,
-            stdout=stdout,
-            stderr=stderr,
-            cwd=cwd,
-            env=full_env,
-            start_new_session=True,  # own session and group: stop reaches the whole tree
-            close_fds=True,
-            user=ident.uid,
-            group=ident.gid,
-            extra_groups=list(ident.groups) if ident.groups is not None else None,
-        )
+        popen = _popen(argv, full_env, cwd, ident, stdout, stderr)
     except FileNotFoundError:
         raise ProgramNotFound(f"program not found: {argv[0]}") from None
     except PermissionError as exc:
@@ -164,6 +167,34 @@ def spawn(
     except ValueError as exc:
         # A NUL byte in an argument, a variable or the working dir: no retry will help.
         raise SpawnError(f"cannot start {argv[0]!r}: {exc}") from None
+    finally:
+        if cgroup is not None and cgroups is not None:
+            cgroups.leave()
     # Registered before any await: the reaper runs only on the loop, so it can't miss it.
     status = reaper.watch(popen.pid)
-    return Child(pid=popen.pid, started_at=time.monotonic(), _popen=popen, _status=status)
+    return Child(
+        pid=popen.pid, started_at=time.monotonic(), _popen=popen, _status=status, members=members
+    )
+
+
+def _popen(
+    argv: Sequence[str],
+    env: Mapping[str, str],
+    cwd: str | None,
+    ident: Identity,
+    stdout: int | None,
+    stderr: int | None,
+) -> subprocess.Popen[bytes]:
+    return subprocess.Popen(
+        list(argv),
+        stdin=subprocess.DEVNULL,
+        stdout=stdout,
+        stderr=stderr,
+        cwd=cwd,
+        env=env,
+        start_new_session=True,  # own session and group: stop reaches the whole tree
+        close_fds=True,
+        user=ident.uid,
+        group=ident.gid,
+        extra_groups=list(ident.groups) if ident.groups is not None else None,
+    )

@@ -167,6 +167,9 @@ class SupervisorCommands:
 
     # ---- status and show --------------------------------------------------------------
 
+    async def scan_processes(self) -> None:
+        await self.manager.scan_processes()
+
     def status(self, names: Sequence[str]) -> list[dict[str, Any]]:
         out = []
         for runner in self._runners(names):

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import difflib
+import os
 import signal
+import time
 from collections.abc import Callable, Iterable, Mapping
 
 import anyio
@@ -13,13 +15,22 @@ from anyio.abc import TaskGroup
 from vastinit.errors import UnknownUnitError
 from vastinit.logs.mux import LogMux
 from vastinit.model import State, Unit
-from vastinit.proc.group import kill_group, signal_group
+from vastinit.proc.group import kill_group, signal_group, signal_pid
+from vastinit.proc.members import (
+    CgroupTree,
+    Membership,
+    cgroup_pids,
+    children_of,
+    describe,
+    marked_pids,
+    run_prefix,
+)
 from vastinit.proc.reaper import Reaper
 from vastinit.supervisor.events import EventHub
 from vastinit.supervisor.policy import DependencyView, SkipKind
 from vastinit.supervisor.states import ALIVE, Transition
 from vastinit.supervisor.stopping import stop_child
-from vastinit.supervisor.unit import UnitRunner, UnitStatus
+from vastinit.supervisor.unit import EscapedProcess, UnitRunner, UnitStatus
 
 log = structlog.get_logger("vastinit")
 
@@ -30,6 +41,13 @@ _EXIT_STATES = frozenset(
 
 # Plug-ins set on each new runner (health probes, cron); see vastinit.app.
 RunnerSetup = Callable[[UnitRunner], None]
+
+
+SCAN_MAX_AGE_S = 0.5
+"""A process scan this recent is reused by status (a scan reads every /proc entry)."""
+
+SWEEP_GRACE_S = 5.0
+"""How long processes that outlived the units get between SIGTERM and SIGKILL at shutdown."""
 
 
 class Manager:
@@ -43,8 +61,10 @@ class Manager:
         mux: LogMux,
         base_env: Mapping[str, str],
         runner_setup: Iterable[RunnerSetup] = (),
+        cgroups: CgroupTree | None = None,
     ) -> None:
         self.reaper = reaper
+        self.cgroups = cgroups  # cgroup mode (VASTINIT_CGROUP), else None: the marker only
         self.mux = mux
         self.base_env = dict(base_env)
         self.units: dict[str, Unit] = dict(units)
@@ -61,6 +81,9 @@ class Manager:
         self.transition_listeners: list[Callable[[Transition], None]] = []
         # The event stream (GET /v1/events): state changes, reloads, notes, cron runs.
         self.events = EventHub()
+        self._scanned_at = float("-inf")
+        self._scan_key = (-1, -1)
+        self._transitions = 0
 
     # ---- RunnerContext ----------------------------------------------------------------
 
@@ -88,6 +111,7 @@ class Manager:
         event.set()
 
     def on_transition(self, transition: Transition) -> None:
+        self._transitions += 1
         for listener in self.transition_listeners:
             listener(transition)
         self._publish_state(transition)
@@ -202,6 +226,8 @@ class Manager:
         with anyio.move_on_after(5.0):
             for _, child in children:
                 await kill_group(child.pgid, self.reaper)
+        with anyio.move_on_after(15.0):
+            await self.sweep(grace=2.0)
 
     async def remove_runner(self, name: str, cause: str = "unit removed") -> None:
         """Stop a unit and forget it (reload: its file is gone; a transient unit removed)."""
@@ -299,3 +325,81 @@ class Manager:
         async with anyio.create_task_group() as tg:
             for name in list(self.runners):
                 tg.start_soon(stop_after_dependents, name)
+        await self.sweep()
+
+    async def scan_processes(self, max_age: float = SCAN_MAX_AGE_S) -> None:
+        """Find every unit's processes outside its main process group (one pass over /proc,
+        off the loop) and keep them on each runner for status; a scan younger than
+        ``max_age`` seconds is reused."""
+        # Reused only while nothing changed that it could see: no child reaped, no state
+        # moved since it began, and it is young (an escapee's own child ending is seen by no
+        # one but its parent).
+        key = (self.reaper.generation, self._transitions)
+        now = time.monotonic()
+        if key == self._scan_key and now - self._scanned_at < max_age:
+            return
+        starts: list[tuple[UnitRunner, Membership, int | None, str]] = []
+        for runner in self.runners.values():
+            child = runner.child
+            if child is not None and child.members is not None:
+                starts.append((runner, child.members, child.pgid, "escaped"))
+            if runner.lingering is not None:
+                starts.append((runner, runner.lingering, None, "lingering"))
+            starts.extend((runner, m, None, "released") for m in runner.released)
+
+        def scan() -> dict[str, list[EscapedProcess]]:
+            marked = marked_pids([m.token for _, m, _, _ in starts])
+            found: dict[str, list[EscapedProcess]] = {}
+            for runner, members, pgid, kind in starts:
+                pids = set(marked.get(members.token, ()))
+                if members.cgroup is not None:
+                    pids |= cgroup_pids(members.cgroup)
+                for pid in sorted(pids - {os.getpid()}):
+                    member = describe(pid)
+                    if member is not None and (pgid is None or member.pgid != pgid):
+                        item = EscapedProcess(member.pid, kind, member.command)
+                        found.setdefault(runner.unit.name, []).append(item)
+            return found
+
+        found = await anyio.to_thread.run_sync(scan) if starts else {}
+        for name, runner in self.runners.items():
+            runner.escaped = tuple(found.get(name, ()))
+        self._scanned_at, self._scan_key = now, key
+
+    async def sweep(self, grace: float = SWEEP_GRACE_S) -> None:
+        """After the units: stop what outlived them — released members (``escaped =
+        "keep"``), anything else carrying one of this run's markers or in its cgroups, and
+        orphans adopted by vastinit. SIGTERM, then SIGKILL after ``grace`` seconds; rounds
+        go on while killing one re-parents its children to us (bounded)."""
+        cgroups = self.cgroups
+
+        def find() -> set[int]:
+            pids: set[int] = set().union(*marked_pids(prefix=run_prefix()).values())
+            pids |= children_of(os.getpid())
+            if cgroups is not None:
+                pids |= cgroup_pids(cgroups.root)
+            pids.discard(os.getpid())
+            return pids
+
+        left = await anyio.to_thread.run_sync(find)
+        if not left:
+            return
+        described = await anyio.to_thread.run_sync(lambda: [describe(p) for p in sorted(left)])
+        log.warning(
+            "stopping processes that outlived the units",
+            processes=[f"{m.pid} {m.command}" for m in described if m is not None][:20],
+            count=len(left),
+        )
+        for sig, wait in ((signal.SIGTERM, grace), (signal.SIGKILL, 5.0), (signal.SIGKILL, 5.0)):
+            with anyio.move_on_after(wait):
+                while left:
+                    for pid in left:
+                        signal_pid(pid, sig)
+                        if sig == signal.SIGTERM:
+                            signal_pid(pid, signal.SIGCONT)
+                    with anyio.move_on_after(0.1):
+                        await self.reaper.wait_any_reaped()
+                    left = await anyio.to_thread.run_sync(find)
+            if not left:
+                return
+        log.error("processes survived SIGKILL at shutdown", pids=sorted(left)[:20])

@@ -1,32 +1,136 @@
-"""Stopping a process group: the stop signal, the timeout, SIGKILL, and an empty group."""
+"""Stopping a start of a unit: the stop signal, the timeout, SIGKILL, and nothing left.
+
+"Nothing left" is the process group and, with ``[stop] escaped = "stop"`` (the default),
+every member of the start wherever it went (proc/members.py): a ``setsid`` child, a
+double-forked daemon, a ``nohup`` job. With ``escaped = "keep"``, members outside the group
+are left running (released: listed in status, stopped at vastinit's shutdown).
+"""
 
 from __future__ import annotations
 
+import os
 import signal
 
+import anyio
+
 from vastinit.config.values import format_duration
-from vastinit.model import StopMode, StopPolicy
-from vastinit.proc.group import kill_group, signal_group, signal_pid, wait_group_empty
+from vastinit.model import Escaped, StopMode, StopPolicy
+from vastinit.proc.group import group_alive, kill_group, signal_group, signal_pid
+from vastinit.proc.members import Membership
 from vastinit.proc.reaper import Reaper
 from vastinit.proc.spawn import Child
 from vastinit.proc.status import signal_name
 
+# Members outside the group die without waking us when they are not our children (yet): how
+# often their membership is re-read while a stop waits.
+_RESCAN_S = 0.1
 
-async def stop_child(child: Child, policy: StopPolicy, reaper: Reaper) -> str:
-    """Stop ``child`` and its whole group by ``policy``; returns how it ended, for the log.
 
-    The stop is over only when the group is empty, not when the main process exits.
-    """
+def _tracked(child: Child, policy: StopPolicy) -> Membership | None:
+    return child.members if policy.escaped is Escaped.STOP else None
+
+
+async def _members_outside(members: Membership, pgid: int | None) -> set[int]:
+    """Live members outside the group ``pgid`` (the group is signalled as a whole)."""
+    pids = await anyio.to_thread.run_sync(members.pids)
+    return {pid for pid in pids if pgid is None or _pgid(pid) != pgid}
+
+
+def _pgid(pid: int) -> int | None:
+    try:
+        return os.getpgid(pid)
+    except ProcessLookupError:
+        return None
+
+
+async def leftovers(child: Child, policy: StopPolicy) -> bool:
+    """Whether anything of this start that a stop must end is alive: the main process, its
+    group, or (``escaped = "stop"``) a member that left the group."""
+    if not child.exited or group_alive(child.pgid):
+        return True
+    members = _tracked(child, policy)
+    return members is not None and bool(await anyio.to_thread.run_sync(members.pids))
+
+
+async def _wait_gone(
+    pgid: int | None, members: Membership | None, reaper: Reaper, timeout: float | None, sig: int
+) -> bool:
+    """Wait until the group ``pgid`` is empty and no member of ``members`` lives; members
+    seen outside the group on the way get ``sig`` (when not 0). False if ``timeout``
+    passed first."""
+    signalled: set[int] = set()
+    with anyio.move_on_after(timeout):
+        while True:
+            outside = await _members_outside(members, pgid) if members is not None else set()
+            for pid in outside - signalled:
+                if sig:
+                    _signal_member(pid, sig)
+                signalled.add(pid)
+            if not outside and (pgid is None or not group_alive(pgid)):
+                return True
+            with anyio.move_on_after(_RESCAN_S):
+                await reaper.wait_any_reaped()
+    return False
+
+
+def _signal_member(pid: int, sig: int) -> None:
+    signal_pid(pid, sig)
+    if sig not in (signal.SIGKILL, signal.SIGCONT):
+        signal_pid(pid, signal.SIGCONT)  # a stopped member can't act on it until continued
+
+
+async def _kill_all(pgid: int | None, members: Membership | None, reaper: Reaper) -> None:
+    """SIGKILL the group and every member, and wait until they are gone."""
+    while True:
+        if pgid is not None:
+            signal_group(pgid, signal.SIGKILL)
+        if members is not None:
+            await anyio.to_thread.run_sync(members.kill_all)
+        if await _wait_gone(pgid, members, reaper, 5.0, signal.SIGKILL):
+            return
+        # Something survived SIGKILL for 5 s (a process stuck in the kernel, D state):
+        # keep trying rather than pretend it is gone.
+
+
+async def stop_child(
+    child: Child, policy: StopPolicy, reaper: Reaper, *, escaped: bool = True
+) -> str:
+    """Stop ``child``: its group and (``escaped`` and ``policy.escaped`` = stop) its members
+    outside the group; returns how it ended, for the log. Over only when nothing of it is
+    left."""
     sig = policy.signal
+    members = _tracked(child, policy) if escaped else None
     if policy.mode is StopMode.MAIN and not child.exited:
-        # main mode: the program tears down its own tree on this signal (SGLang does).
+        # main mode: the program tears down its own tree on this signal (SGLang does); what
+        # is still there at the timeout is killed.
         signal_pid(child.pid, sig)
+        gone = await _wait_gone(child.pgid, members, reaper, policy.timeout, 0)
     else:
         signal_group(child.pgid, sig)
         # A stopped (SIGSTOPped) member can't act on the signal until continued.
         if sig not in (signal.SIGKILL, signal.SIGCONT):
             signal_group(child.pgid, signal.SIGCONT)
-    if await wait_group_empty(child.pgid, reaper, policy.timeout):
+        gone = await _wait_gone(child.pgid, members, reaper, policy.timeout, sig)
+    if gone:
         return f"{signal_name(sig)}"
-    await kill_group(child.pgid, reaper)
+    await _kill_all(child.pgid, members, reaper)
     return f"SIGKILL after {signal_name(sig)} timed out ({format_duration(policy.timeout)})"
+
+
+async def stop_members(members: Membership, policy: StopPolicy, reaper: Reaper) -> str:
+    """Stop the members a finished start left running (its main process and group are
+    gone): the stop signal to each, the timeout, SIGKILL."""
+    sig = policy.signal
+    if await _wait_gone(None, members, reaper, policy.timeout, sig):
+        return f"{signal_name(sig)}"
+    await _kill_all(None, members, reaper)
+    return f"SIGKILL after {signal_name(sig)} timed out ({format_duration(policy.timeout)})"
+
+
+async def kill_child(child: Child, policy: StopPolicy, reaper: Reaper) -> None:
+    """SIGKILL the group and (by ``policy.escaped``) every member; wait until gone."""
+    members = _tracked(child, policy)
+    if members is None:
+        await kill_group(child.pgid, reaper)
+    else:
+        await _kill_all(child.pgid, members, reaper)

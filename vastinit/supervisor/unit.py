@@ -30,8 +30,9 @@ from vastinit.config.values import format_duration
 from vastinit.errors import ProgramNotFound, SpawnError, VastinitError
 from vastinit.logs.mux import LogMux, UnitLog
 from vastinit.logs.pump import Pump
-from vastinit.model import MissingProgram, State, Unit, UnitType
-from vastinit.proc.group import group_alive, kill_group
+from vastinit.model import Escaped, MissingProgram, State, Unit, UnitType
+from vastinit.proc.group import group_alive
+from vastinit.proc.members import CgroupTree, Membership
 from vastinit.proc.reaper import Reaper
 from vastinit.proc.spawn import (
     Child,
@@ -54,7 +55,7 @@ from vastinit.supervisor.policy import (
     run_was_healthy,
 )
 from vastinit.supervisor.states import StateMachine, Transition
-from vastinit.supervisor.stopping import stop_child
+from vastinit.supervisor.stopping import kill_child, leftovers, stop_child, stop_members
 
 S = State
 
@@ -74,6 +75,8 @@ class RunnerContext(Protocol):
     def mux(self) -> LogMux: ...
     @property
     def base_env(self) -> Mapping[str, str]: ...
+    @property
+    def cgroups(self) -> CgroupTree | None: ...
 
     def dependency_view(self, name: str) -> DependencyView: ...
     async def changed(self) -> None: ...
@@ -106,6 +109,19 @@ class UnitStatus:
     status_text: str | None
     last_run_duration: float | None = None  # seconds the last finished run took
     restart_to_apply: str | None = None  # what changed in its environment since its start
+    # Its processes outside its main process group (Manager.scan_processes): ``kind`` is
+    # "escaped" (of the running start), "lingering" (of a start whose main process exited,
+    # ``escaped = "stop"``) or "released" (left running, ``escaped = "keep"``).
+    escaped: tuple[EscapedProcess, ...] = ()
+
+
+@dataclass(frozen=True)
+class EscapedProcess:
+    """A process of a unit outside its main process group, as status shows it."""
+
+    pid: int
+    kind: str
+    command: str
 
 
 # Keys the per-variable hashes: they say whether a value changed, and (with a key that is
@@ -194,6 +210,8 @@ def spawn_logged(
     ulog: UnitLog,
     reaper: Reaper,
     identity: Identity | None = None,
+    members: Membership | None = None,
+    cgroups: CgroupTree | None = None,
 ) -> tuple[Child, tuple[Pump, Pump]]:
     """Spawn a resolved unit's command with its stdout and stderr piped into ``ulog``.
 
@@ -217,6 +235,8 @@ def spawn_logged(
             stdout=out_w,
             stderr=err_w,
             identity=identity,
+            members=members,
+            cgroups=cgroups,
         )
     except BaseException:
         os.close(out_r)
@@ -280,6 +300,13 @@ class UnitRunner:
         # carries a note, restart_to_apply, until its next start takes the new values.
         self.start_env: EnvFingerprint | None = None
         self.restart_to_apply: str | None = None
+        # Starts whose escaped members were left running (``[stop] escaped = "keep"``).
+        self.released: list[Membership] = []
+        # The last start's members that outlived its main process (``escaped = "stop"``):
+        # stopped by the next start, a stop or the shutdown; shown in status meanwhile.
+        self.lingering: Membership | None = None
+        self._pending_linger_stop: str | None = None
+        self.escaped: tuple[EscapedProcess, ...] = ()  # as the last process scan found them
         # Hooks the health and scheduling layers plug into (see vastinit.app):
         # prestart_hook(runner, unit, env, ulog): just before spawn, may add to env and
         #   watch the unit's output from its first line;
@@ -318,6 +345,9 @@ class UnitRunner:
         self._stop_cause = cause
         if self._scope is not None:
             self._scope.cancel()
+        elif self.lingering is not None:
+            self._pending_linger_stop = cause
+            self._wake()
 
     def restart(self, cause: str) -> None:
         """Stop (if running) and start again once the old group is gone."""
@@ -399,8 +429,22 @@ class UnitRunner:
         The bug barrier: an activation that raises makes the unit ``failed`` (see
         ``crashed``) and the loop goes on waiting for the next request."""
         while True:
-            while self._pending_start is None and self._pending_disable is None:
+            while (
+                self._pending_start is None
+                and self._pending_disable is None
+                and self._pending_linger_stop is None
+            ):
                 await self._wake_recv.receive()
+            if self._pending_linger_stop is not None:
+                linger_cause, self._pending_linger_stop = self._pending_linger_stop, None
+                self.active = True
+                try:
+                    with anyio.CancelScope(shield=True):
+                        await self._end_lingering(linger_cause)
+                finally:
+                    self.active = False
+                    self.ctx.notify()
+                continue
             if self._pending_disable is not None:
                 disable_cause, self._pending_disable = self._pending_disable, None
                 self._apply_disable(disable_cause)
@@ -434,8 +478,8 @@ class UnitRunner:
         self.log.error("unit task crashed; the unit is failed", error=reason, exc_info=exc)
         with anyio.CancelScope(shield=True):
             child = self.child
-            if child is not None and (not child.exited or group_alive(child.pgid)):
-                await kill_group(child.pgid, self.ctx.reaper)
+            if child is not None and await leftovers(child, self.unit.stop):
+                await kill_child(child, self.unit.stop, self.ctx.reaper)
                 self.record_exit(await child.wait())
         self.child = None
         self._scope = None
@@ -549,6 +593,7 @@ class UnitRunner:
         except (ValueError, VastinitError) as exc:
             raise SpawnError(str(exc)) from exc
         spawn_env = dict(env)
+        await self._end_lingering("a new start")
         self.sm.set(S.STARTING, cause)
         self.run_failure = None
         # getpwnam/getgrall may ask NSS (LDAP, sssd): off the loop.
@@ -561,7 +606,14 @@ class UnitRunner:
                 self.prestart_hook(self, unit, spawn_env, ulog)
             except OSError as exc:  # e.g. no fd left for the notify socket
                 raise spawn_os_error("cannot prepare the start", exc) from exc
-        child, pumps = spawn_logged(unit, spawn_env, ulog, self.ctx.reaper, identity)
+        cgroups = self.ctx.cgroups
+        try:
+            members = Membership(unit.name, cgroups)
+        except OSError as exc:
+            raise spawn_os_error("cannot create the unit's cgroup", exc) from exc
+        child, pumps = spawn_logged(
+            unit, spawn_env, ulog, self.ctx.reaper, identity, members=members, cgroups=cgroups
+        )
         self.child = child
         self.started_at, self.ready_at = time.time(), None
         self._last_start_mono = time.monotonic()
@@ -577,11 +629,45 @@ class UnitRunner:
                 self.sm.set(
                     S.STOPPING, f"main process {status}; stopping what is left of its group"
                 )
-            how = await stop_child(child, self.unit.stop, self.ctx.reaper)
+            how = await stop_child(child, self.unit.stop, self.ctx.reaper, escaped=False)
             self.log.info("leftover processes stopped", by=how)
+        await self._after_run(child, stopped=False)
         await drain_output(pumps)
         self.child = None
         return status
+
+    async def _after_run(self, child: Child, *, stopped: bool) -> None:
+        """A start's main process and group are gone; its members outside the group may
+        not be. ``escaped = "keep"``: they are released (kept in ``released``, listed in
+        status, stopped at vastinit's shutdown). ``"stop"``: a stop has ended them already
+        (``stopped``); after the main process exited on its own they linger, shown in
+        status, until the next start, a stop or the shutdown ends them."""
+        members = child.members
+        if members is None:
+            return
+        alive = await anyio.to_thread.run_sync(members.pids)
+        if not alive:
+            await anyio.to_thread.run_sync(members.release)
+        elif self.unit.stop.escaped is Escaped.KEEP:
+            earlier = [m for m in self.released if m is not members]
+            # Earlier releases whose processes have all ended need no tracking any more.
+            live = await anyio.to_thread.run_sync(lambda: [m for m in earlier if m.pids()])
+            self.released = [*live, members]
+            self.log.info("escaped processes released", pids=sorted(alive))
+        elif not stopped:
+            self.lingering = members
+            self.log.info(
+                "main process exited; escaped processes still running", pids=sorted(alive)
+            )
+
+    async def _end_lingering(self, cause: str) -> None:
+        """Stop the members the last start left running (``escaped = "stop"``)."""
+        members, self.lingering = self.lingering, None
+        if members is None or not await anyio.to_thread.run_sync(members.pids):
+            return
+        how = await stop_members(members, self.unit.stop, self.ctx.reaper)
+        self.log.info("escaped processes of the last run stopped", by=how, cause=cause)
+        await anyio.to_thread.run_sync(members.release)
 
     async def _readiness(self, unit: Unit, child: Child) -> None:
         if unit.type is not UnitType.SERVICE:
@@ -654,16 +740,18 @@ class UnitRunner:
     async def _stop_now(self, cause: str) -> None:
         """Carry out a stop: signal, timeout, SIGKILL, empty group; then ``stopped``."""
         child = self.child
-        if child is not None and (not child.exited or group_alive(child.pgid)):
+        if child is not None and await leftovers(child, self.unit.stop):
             if self.sm.state is not S.STOPPING:
                 self.sm.set(S.STOPPING, cause)
             how = await stop_child(child, self.unit.stop, self.ctx.reaper)
             status = await child.wait()
             self.record_exit(status)
+            await self._after_run(child, stopped=True)
             self.child = None
             self.sm.set(S.STOPPED, f"{cause} ({how}; {status})")
             return
         self.child = None
+        await self._end_lingering(cause)
         if self.sm.state in (S.WAITING, S.STARTING, S.BACKOFF, S.SCHEDULED, S.STOPPING):
             self.sm.set(S.STOPPED, cause)
         elif self.sm.state in (S.RUNNING, S.READY):
@@ -692,6 +780,7 @@ class UnitRunner:
             status_text=self.status_text,
             last_run_duration=self.last_run_duration,
             restart_to_apply=self.restart_to_apply,
+            escaped=self.escaped,
         )
 
 
