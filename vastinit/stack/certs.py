@@ -432,11 +432,9 @@ def sign_with_platform(
             verdict = check_pair(stage.new_cert, stage.new_key)
             if not verdict.ok:
                 # A well-formed answer for another key would be rejected at every start.
-                raise SignError(
-                    f"its reply is unusable: {verdict.problem}".replace(
-                        str(stage.new_cert), "the reply"
-                    ).replace(str(stage.new_key), "the new key")
-                )
+                problem = str(verdict.problem).replace(f"{stage.new_cert}: ", "")
+                problem = problem.replace(f"the key {stage.new_key}", "the new key")
+                raise SignError(f"its reply is unusable: {problem}")
             stage.install()
             return verdict
         tries = f"{attempt} attempt{'s' * (attempt != 1)}"
