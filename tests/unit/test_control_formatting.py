@@ -64,6 +64,17 @@ def test_status_row_for_units_without_a_process_or_readiness() -> None:
     assert waiting[2] == "no" and waiting[-1] == "connection refused"
 
 
+def test_status_row_shows_a_live_units_status_text_unless_a_probe_failed() -> None:
+    text = "https: serving a self-signed certificate; rejected /etc/instance.crt: missing"
+    ready = fmt.status_row(unit(cause="READY=1 received", status_text=text), NOW)
+    assert ready[-1] == text
+    failing = unit(state="running", probe_error="connection refused", status_text=text)
+    assert fmt.status_row(failing, NOW)[-1] == "connection refused"
+    # Once the process is gone, its last STATUS= is history: the state's cause is shown.
+    gone = unit(state="failed", pid=None, cause="exit 1", status_text=text)
+    assert fmt.status_row(gone, NOW)[-1] == "exit 1"
+
+
 def test_status_table_aligns_columns_and_cuts_the_cause_to_the_terminal() -> None:
     units = [unit(), unit(name="a-much-longer-name", cause="x" * 200)]
     table = fmt.status_table(units, NOW, width=120)

@@ -64,7 +64,9 @@ def status_row(unit: dict[str, Any], now: float) -> list[str]:
         str(unit.get("restarts", 0)),
         unit.get("last_exit") or "-",
         f"in {duration(next_run - now)}" if next_run else "-",
-        unit.get("probe_error") or unit.get("cause") or "",
+        # A live unit's STATUS= (sd_notify), like systemctl's "Status:" line, says more than
+        # "READY=1 received"; a probe failure says more than either.
+        unit.get("probe_error") or (pid and unit.get("status_text")) or unit.get("cause") or "",
     ]
 
 

@@ -22,6 +22,7 @@ import structlog
 
 from vastinit.model import Expose
 from vastinit.stack.caddy_token import check_token, default_token_file, ensure_token
+from vastinit.stack.certs import cert_paths, ensure_certificate, send_status
 from vastinit.stack.common import StackError, configure_cli_logging, env_flag
 from vastinit.stack.routes import (
     DEFAULT_PORTAL_CONFIG,
@@ -47,8 +48,6 @@ log = structlog.get_logger("vastinit.stack.caddy")
 DEFAULT_ADMIN = "127.0.0.1:2019"
 DEFAULT_COOKIE_LABEL = "vastinit"  # the cookie's prefix when VAST_CONTAINERLABEL is unset
 COOKIE_MAX_AGE = 604800  # a week, as before
-TLS_CERT = "/etc/instance.crt"
-TLS_KEY = "/etc/instance.key"
 LOADING_REFRESH_S = 5
 # Proxied without auth, as before: well-known files browsers and tools fetch on their own.
 PUBLIC_PATHS = (
@@ -118,16 +117,15 @@ def auth_from_env(env: Mapping[str, str]) -> AuthSettings:
 
 
 def tls_from_env(env: Mapping[str, str]) -> TlsFiles | None:
-    """The instance certificate when ``ENABLE_HTTPS`` is true and both files exist, else None."""
+    """The instance certificate's paths when ``ENABLE_HTTPS`` is true, else None.
+
+    Never a fallback to plain HTTP: ``--run`` makes sure the pair is usable first
+    (vastinit.stack.certs), and fails the start when it cannot.
+    """
     if not env_flag(env, "ENABLE_HTTPS", False):
         return None
-    cert = env.get("CADDY_TLS_CERT") or TLS_CERT
-    key = env.get("CADDY_TLS_KEY") or TLS_KEY
-    missing = [p for p in (cert, key) if not Path(p).is_file()]
-    if missing:
-        log.warning("caddy.https_off", reason=f"missing {', '.join(missing)}; serving plain HTTP")
-        return None
-    return TlsFiles(cert, key)
+    cert, key = cert_paths(env)
+    return TlsFiles(str(cert), str(key))
 
 
 def render_caddyfile(
@@ -510,6 +508,11 @@ def main(argv: list[str]) -> int:
             env["OPEN_BUTTON_TOKEN"] = ensure_token(env, args.token_file or default_token_file(env))
             if env.get("WEB_PASSWORD"):
                 env["WEB_PASSWORD"] = check_token(env["WEB_PASSWORD"], "WEB_PASSWORD")
+            if env_flag(env, "ENABLE_HTTPS", False):
+                # The one owner of the instance certificate (docs/stack.md "HTTPS").
+                status = ensure_certificate(env).status
+                print(status, flush=True)
+                send_status(env, status)
         text = build(env, _load_exposes(args.units), jupyter_launch=jupyter_launch_mode(env))
     except ConfigError as exc:
         print(f"vastinit caddyfile: the unit files are invalid:\n{exc}", file=sys.stderr)
