@@ -157,6 +157,7 @@ async def _run(
     from vastinit.logs.console import ConsoleSink
     from vastinit.logs.events import configure_structlog
     from vastinit.logs.mux import LogMux
+    from vastinit.proc.gpu_procs import NvmlReader
     from vastinit.proc.reaper import Reaper, become_subreaper
     from vastinit.supervisor.commands import SupervisorCommands
     from vastinit.supervisor.loop_errors import LoopErrorLimiter
@@ -189,6 +190,11 @@ async def _run(
         gpu = await anyio.to_thread.run_sync(gpu_environment, abandon_on_cancel=True)
         base_env["GPU_COUNT"] = gpu["GPU_COUNT"]
     cgroups = await _cgroup_mode(log)
+    # The GPU attribution (status, gpu events, the GPU-aware stop) on boxes with a GPU.
+    # VASTINIT_GPU_ATTRIBUTION=pid|device overrides the PID-namespace test (docs/gpu.md).
+    forced = {"pid": True, "device": False}.get(os.environ.get("VASTINIT_GPU_ATTRIBUTION", ""))
+    has_gpu = base_env.get("GPU_COUNT", "0") not in ("", "0")
+    nvml = NvmlReader(pid_mode=forced) if has_gpu else None
     manager = Manager(
         units,
         reaper=reaper,
@@ -196,6 +202,7 @@ async def _run(
         base_env=base_env,
         runner_setup=_runner_setup(),
         cgroups=cgroups,
+        gpu=nvml,
     )
     reloader = make_reloader(manager, unit_dirs)
     # Everything loaded so far lives as long as vastinit: move it out of the collector's
@@ -223,6 +230,9 @@ async def _run(
         log.info("vastinit exiting", code=code)
         await console.drain(2.0)
         await mux.aclose()
+        if nvml is not None:
+            with anyio.move_on_after(2.0):
+                await anyio.to_thread.run_sync(nvml.close, abandon_on_cancel=True)
         signals.close()
         reaper.uninstall()
         console.close()

@@ -15,6 +15,7 @@ from anyio.abc import TaskGroup
 from vastinit.errors import UnknownUnitError
 from vastinit.logs.mux import LogMux
 from vastinit.model import State, Unit
+from vastinit.proc.gpu_procs import NvmlReader, UnitGpu, attribute
 from vastinit.proc.group import kill_group, signal_group, signal_pid
 from vastinit.proc.members import (
     CgroupTree,
@@ -46,6 +47,12 @@ RunnerSetup = Callable[[UnitRunner], None]
 SCAN_MAX_AGE_S = 0.5
 """A process scan this recent is reused by status (a scan reads every /proc entry)."""
 
+GPU_WATCH_S = 5.0
+"""How often the GPU attribution is renewed while NVML works (it has no change events)."""
+
+GPU_EVENT_BYTES = 64 << 20
+"""A unit's GPU memory must move by this much for a new ``gpu`` event."""
+
 SWEEP_GRACE_S = 5.0
 """How long processes that outlived the units get between SIGTERM and SIGKILL at shutdown."""
 
@@ -62,9 +69,11 @@ class Manager:
         base_env: Mapping[str, str],
         runner_setup: Iterable[RunnerSetup] = (),
         cgroups: CgroupTree | None = None,
+        gpu: NvmlReader | None = None,
     ) -> None:
         self.reaper = reaper
         self.cgroups = cgroups  # cgroup mode (VASTINIT_CGROUP), else None: the marker only
+        self.gpu = gpu  # NVML (None on a box without GPUs): the GPU attribution's source
         self.mux = mux
         self.base_env = dict(base_env)
         self.units: dict[str, Unit] = dict(units)
@@ -171,7 +180,16 @@ class Manager:
                 self._add_runner(unit)
             self.boot()
             task_status.started()
+            if self.gpu is not None:
+                tg.start_soon(self._watch_gpus)
             await anyio.sleep_forever()
+
+    async def _watch_gpus(self) -> None:
+        """GPU memory has no change notification: while NVML works, re-attribute every
+        GPU_WATCH_S seconds, so ``gpu`` events and status follow a unit's GPU use."""
+        while self.gpu is not None and self.gpu.error is None:
+            await self.scan_processes(max_age=0.0)
+            await anyio.sleep(GPU_WATCH_S)
 
     def boot(self) -> None:
         for runner in self.runners.values():
@@ -333,10 +351,11 @@ class Manager:
         ``max_age`` seconds is reused."""
         # Reused only while nothing changed that it could see: no child reaped, no state
         # moved since it began, and it is young (an escapee's own child ending is seen by no
-        # one but its parent).
+        # one but its parent). GPU memory changes with no such sign: never reused with NVML.
         key = (self.reaper.generation, self._transitions)
         now = time.monotonic()
-        if key == self._scan_key and now - self._scanned_at < max_age:
+        fresh = key == self._scan_key and now - self._scanned_at < max_age
+        if fresh and self.gpu is None:
             return
         starts: list[tuple[UnitRunner, Membership, int | None, str]] = []
         for runner in self.runners.values():
@@ -347,24 +366,75 @@ class Manager:
                 starts.append((runner, runner.lingering, None, "lingering"))
             starts.extend((runner, m, None, "released") for m in runner.released)
 
-        def scan() -> dict[str, list[EscapedProcess]]:
+        gpu = self.gpu
+
+        def scan() -> tuple[dict[str, list[EscapedProcess]], dict[str, UnitGpu] | None]:
             marked = marked_pids([m.token for _, m, _, _ in starts])
             found: dict[str, list[EscapedProcess]] = {}
+            every: dict[str, set[int]] = {}
             for runner, members, pgid, kind in starts:
                 pids = set(marked.get(members.token, ()))
                 if members.cgroup is not None:
                     pids |= cgroup_pids(members.cgroup)
-                for pid in sorted(pids - {os.getpid()}):
+                pids.discard(os.getpid())
+                every.setdefault(runner.unit.name, set()).update(pids)
+                for pid in sorted(pids):
                     member = describe(pid)
                     if member is not None and (pgid is None or member.pgid != pgid):
                         item = EscapedProcess(member.pid, kind, member.command)
                         found.setdefault(runner.unit.name, []).append(item)
-            return found
+            view = gpu.view() if gpu is not None else None
+            return found, attribute(view, every) if view is not None else None
 
-        found = await anyio.to_thread.run_sync(scan) if starts else {}
+        found, gpus = await anyio.to_thread.run_sync(scan, abandon_on_cancel=True)
         for name, runner in self.runners.items():
             runner.escaped = tuple(found.get(name, ()))
+            if gpus is not None:
+                self._gpu_changed(runner, gpus.get(name))
         self._scanned_at, self._scan_key = now, key
+
+    def _gpu_changed(self, runner: UnitRunner, usage: UnitGpu | None) -> None:
+        """Keep ``usage`` on the runner; a ``gpu`` event when the unit's GPUs or its memory
+        (by GPU_EVENT_BYTES or more) changed."""
+        old, runner.gpu = runner.gpu, usage
+        if old == usage:
+            return
+        if (
+            old is not None
+            and usage is not None
+            and old.gpus == usage.gpus
+            and old.used_bytes is not None
+            and usage.used_bytes is not None
+            and abs(old.used_bytes - usage.used_bytes) < GPU_EVENT_BYTES
+        ):
+            return
+        fields = usage.as_dict() if usage is not None else {"gpus": [], "used_bytes": 0}
+        self.events.publish("gpu", runner.unit.name, **fields)
+
+    async def gpu_usage(self, name: str) -> UnitGpu | None:
+        """The unit's GPU use now (a fresh scan); None without NVML or when it uses none."""
+        if self.gpu is None:
+            return None
+        await self.scan_processes(max_age=0.0)
+        runner = self.runners.get(name)
+        return runner.gpu if runner is not None else None
+
+    async def wait_gpu_released(self, before: UnitGpu, timeout: float) -> tuple[bool, str]:
+        """Wait (at most ``timeout`` s) until NVML shows none of ``before``'s processes;
+        (True, what was freed) or (False, what NVML still shows). Never kills anything."""
+        gpu = self.gpu
+        if gpu is None:
+            return True, "no NVML"
+        view = None
+        with anyio.move_on_after(timeout):
+            while True:
+                view = await anyio.to_thread.run_sync(gpu.view, abandon_on_cancel=True)
+                if view is None or before.released(view):
+                    used = before.used_bytes
+                    freed = "unknown" if used is None else f"{used / (1 << 20):.0f} MiB"
+                    return True, f"GPU {list(before.gpus)}: {freed} released"
+                await anyio.sleep(0.1)
+        return False, before.held(view) if view is not None else "NVML did not answer"
 
     async def sweep(self, grace: float = SWEEP_GRACE_S) -> None:
         """After the units: stop what outlived them — released members (``escaped =

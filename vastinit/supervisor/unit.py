@@ -31,6 +31,7 @@ from vastinit.errors import ProgramNotFound, SpawnError, VastinitError
 from vastinit.logs.mux import LogMux, UnitLog
 from vastinit.logs.pump import Pump
 from vastinit.model import Escaped, MissingProgram, State, Unit, UnitType
+from vastinit.proc.gpu_procs import UnitGpu
 from vastinit.proc.group import group_alive
 from vastinit.proc.members import CgroupTree, Membership
 from vastinit.proc.reaper import Reaper
@@ -85,6 +86,8 @@ class RunnerContext(Protocol):
     def publish_event(self, type: str, unit: str | None, **fields: object) -> None: ...
     def notify(self) -> None: ...
     def essential_failed(self, unit: str, code: int) -> None: ...
+    async def gpu_usage(self, name: str) -> UnitGpu | None: ...
+    async def wait_gpu_released(self, before: UnitGpu, timeout: float) -> tuple[bool, str]: ...
 
 
 @dataclass(frozen=True)
@@ -113,6 +116,8 @@ class UnitStatus:
     # "escaped" (of the running start), "lingering" (of a start whose main process exited,
     # ``escaped = "stop"``) or "released" (left running, ``escaped = "keep"``).
     escaped: tuple[EscapedProcess, ...] = ()
+    # Its GPU use (proc/gpu_procs.py): {"mode", "gpus", "used_bytes"}; None: none, or no NVML.
+    gpu: dict[str, object] | None = None
 
 
 @dataclass(frozen=True)
@@ -307,6 +312,7 @@ class UnitRunner:
         self.lingering: Membership | None = None
         self._pending_linger_stop: str | None = None
         self.escaped: tuple[EscapedProcess, ...] = ()  # as the last process scan found them
+        self.gpu: UnitGpu | None = None  # its GPU use, as the last scan found it
         # Hooks the health and scheduling layers plug into (see vastinit.app):
         # prestart_hook(runner, unit, env, ulog): just before spawn, may add to env and
         #   watch the unit's output from its first line;
@@ -632,9 +638,22 @@ class UnitRunner:
             how = await stop_child(child, self.unit.stop, self.ctx.reaper, escaped=False)
             self.log.info("leftover processes stopped", by=how)
         await self._after_run(child, stopped=False)
+        await self._wait_gpu_released(self.gpu)
         await drain_output(pumps)
         self.child = None
         return status
+
+    async def _wait_gpu_released(self, on_gpu: UnitGpu | None) -> None:
+        """After a run is over: wait (at most the stop timeout) until NVML no longer shows
+        the unit's GPU processes, so a restart never puts two generations on a GPU; say
+        what is still held if it does not. Never kills: what is left is not attributable."""
+        if on_gpu is None:
+            return
+        released, text = await self.ctx.wait_gpu_released(on_gpu, max(self.unit.stop.timeout, 1.0))
+        if released:
+            self.log.info("GPU memory released", gpu=text)
+        else:
+            self.log.warning("GPU memory still held after the stop", held=text)
 
     async def _after_run(self, child: Child, *, stopped: bool) -> None:
         """A start's main process and group are gone; its members outside the group may
@@ -743,10 +762,12 @@ class UnitRunner:
         if child is not None and await leftovers(child, self.unit.stop):
             if self.sm.state is not S.STOPPING:
                 self.sm.set(S.STOPPING, cause)
+            on_gpu = await self.ctx.gpu_usage(self.unit.name)
             how = await stop_child(child, self.unit.stop, self.ctx.reaper)
             status = await child.wait()
             self.record_exit(status)
             await self._after_run(child, stopped=True)
+            await self._wait_gpu_released(on_gpu)
             self.child = None
             self.sm.set(S.STOPPED, f"{cause} ({how}; {status})")
             return
@@ -781,6 +802,7 @@ class UnitRunner:
             last_run_duration=self.last_run_duration,
             restart_to_apply=self.restart_to_apply,
             escaped=self.escaped,
+            gpu=self.gpu.as_dict() if self.gpu is not None else None,
         )
 
 
