@@ -24,8 +24,8 @@ from vastinit.model import Expose
 from vastinit.stack.caddy_token import check_token, default_token_file, ensure_token
 from vastinit.stack.common import StackError, configure_cli_logging, env_flag
 from vastinit.stack.routes import (
-    DEFAULT_PORTAL_CONFIG,
     Route,
+    default_portal_config,
     merge_routes,
     parse_portal_config,
     routes_from_expose,
@@ -424,7 +424,7 @@ def build(
     jupyter_launch: bool = False,
 ) -> str:
     """The Caddyfile for ``env`` and the units' ``[[expose]]``; StackError on bad input."""
-    portal = parse_portal_config(env.get("PORTAL_CONFIG") or DEFAULT_PORTAL_CONFIG)
+    portal = parse_portal_config(env.get("PORTAL_CONFIG") or default_portal_config(env))
     routes, notes = merge_routes(portal, routes_from_expose(exposes))
     for note in notes:
         log.warning("caddy.expose_overridden", note=note)
