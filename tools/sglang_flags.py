@@ -42,10 +42,10 @@ import types
 from typing import Any
 
 STUBBED: list[str] = []
-# Imported for real: sglang itself, and msgspec (small; 0.5.23 declares its flags as
-# msgspec structs, which a stub cannot stand in for). Install it next to sglang:
-# ``pip install --target DIR msgspec``.
-_KEEP_REAL = ("sglang", "msgspec")
+# Imported for real: sglang itself, PyYAML (the --config merger reads YAML with it) and
+# msgspec (small; 0.5.23 declares its flags as msgspec structs, which a stub cannot stand
+# in for). Install msgspec next to sglang: ``pip install --target DIR msgspec``.
+_KEEP_REAL = ("sglang", "msgspec", "yaml")
 
 
 # Dunders Python's own protocols probe stay missing; these few are library attributes that

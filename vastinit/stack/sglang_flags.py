@@ -167,10 +167,13 @@ class Flags:
         argparse refuses (an ambiguous abbreviation, a missing value, a bad choice...).
         """
         parser = self.parser(suppress_defaults=True)
-        if known_only:
-            namespace, unknown = parser.parse_known_args(list(argv))
-        else:
-            namespace, unknown = parser.parse_args(list(argv)), []
+        try:
+            if known_only:
+                namespace, unknown = parser.parse_known_args(list(argv))
+            else:
+                namespace, unknown = parser.parse_args(list(argv)), []
+        except argparse.ArgumentError as exc:  # exit_on_error=False: a bad value lands here
+            raise ArgvError(str(exc)) from None
         return vars(namespace), list(unknown)
 
 
