@@ -424,6 +424,7 @@ def test_item1_old_release_health_is_made_a_flag_check(tmp_path: Path) -> None:
     """Readiness no longer waits for the INFO ready line: /health of 0.5.8 is made cheap."""
     result, seen = _launch(tmp_path, "0.5.8", {"SGLANG_ARGS": "--log-level warning"})
     assert result.returncode == 0, result.stderr
+    assert seen is not None and seen["log_level"] == "warning"
     printed = next(x for x in result.stdout.splitlines() if "--model-path" in x)
     assert printed.startswith("SGLANG_ENABLE_HEALTH_ENDPOINT_GENERATION=false ")
 
