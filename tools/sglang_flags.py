@@ -147,7 +147,8 @@ class _StubLoader(importlib.abc.Loader):
 
 class _StubFinder(importlib.abc.MetaPathFinder):
     """First on sys.meta_path: every module outside the standard library and sglang is a stub,
-    installed or not, so the output does not depend on what else this machine has."""
+    installed or not, so the output does not depend on what else this machine has. Last on
+    it (``missing_only``): only what no other finder finds."""
 
     def find_spec(self, fullname: str, path: Any = None, target: Any = None) -> Any:
         top = fullname.split(".")[0]
@@ -155,6 +156,28 @@ class _StubFinder(importlib.abc.MetaPathFinder):
             return None
         STUBBED.append(fullname)
         return importlib.machinery.ModuleSpec(fullname, _StubLoader(), is_package=True)
+
+
+# With ``missing_only``, these are stubbed even when installed: real ones would meet stubbed
+# types (pydantic cannot build a schema for a stub class) and fail at import.
+_ALWAYS_STUB = ("pydantic", "fastapi", "starlette", "transformers", "openai", "huggingface_hub")
+
+
+class _ForcedStubFinder(_StubFinder):
+    def find_spec(self, fullname: str, path: Any = None, target: Any = None) -> Any:
+        if fullname.split(".")[0] not in _ALWAYS_STUB:
+            return None
+        return super().find_spec(fullname, path, target)
+
+
+def install_stub(*, missing_only: bool = False) -> None:
+    """Put the stub finder on ``sys.meta_path``: first (everything stubbed), or last (only
+    what is not installed, plus ``_ALWAYS_STUB``)."""
+    if missing_only:
+        sys.meta_path.insert(0, _ForcedStubFinder())
+        sys.meta_path.append(_StubFinder())
+    else:
+        sys.meta_path.insert(0, _StubFinder())
 
 
 def describe(action: argparse.Action) -> dict[str, Any]:
@@ -181,6 +204,9 @@ def describe(action: argparse.Action) -> dict[str, Any]:
     choices = None
     if action.choices is not None:
         choices = [c if isinstance(c, (int, float, str, bool)) else str(c) for c in action.choices]
+        # Sorted: a set's order changes with hash seeds, a registry's with import order;
+        # argparse only asks whether a value is in them.
+        choices.sort(key=str)
     return {
         "option_strings": list(action.option_strings),
         "dest": action.dest,
@@ -198,11 +224,18 @@ def main(argv: list[str]) -> int:
     p.add_argument("--sglang-path", help="a directory holding the sglang package")
     p.add_argument("--output", help="write here (default: stdout)")
     p.add_argument("--no-stub", action="store_true", help="import the real torch & co.")
+    p.add_argument(
+        "--stub-missing",
+        action="store_true",
+        help="stub only what is not installed (torch real on a GPU box), not everything",
+    )
     args = p.parse_args(argv)
     if args.sglang_path:
         sys.path.insert(0, args.sglang_path)
-    if not args.no_stub:
-        sys.meta_path.insert(0, _StubFinder())
+    if args.stub_missing:
+        install_stub(missing_only=True)
+    elif not args.no_stub:
+        install_stub()
     from sglang.srt.server_args import ServerArgs  # type: ignore[import-not-found]
 
     version = _version(args.sglang_path)
