@@ -498,3 +498,20 @@ def test_real_sglang_parser_reads_the_launchers_argv(
             mine["host"],
             mine["log_level"] or "info",  # the fixture has no defaults
         )
+
+
+@pytest.mark.parametrize("version", ["0.5.8", "0.5.23"])
+def test_a_long_health_check_timeout_asks_for_a_longer_liveness_timeout(version: str) -> None:
+    with structlog.testing.capture_logs() as logs:
+        _plan(version, {"SGLANG_HEALTH_CHECK_TIMEOUT": "60"})
+    [event] = [e for e in logs if e["event"] == "sglang.health_timeout"]
+    assert "at least 70s" in event["note"]
+
+
+def test_portal_config_without_a_route_to_the_port_is_warned_about() -> None:
+    with structlog.testing.capture_logs() as logs:
+        _plan("0.5.8", {"PORTAL_CONFIG": "localhost:8000:18001:/:API"})
+    assert [e["port"] for e in logs if e["event"] == "sglang.not_routed"] == [18000]
+    with structlog.testing.capture_logs() as logs:
+        _plan("0.5.8", {"PORTAL_CONFIG": "localhost:8000:18000:/:API"})
+    assert not [e for e in logs if e["event"] == "sglang.not_routed"]

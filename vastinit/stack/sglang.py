@@ -513,6 +513,13 @@ def _check_route(env: Mapping[str, str], port: int) -> None:
 
 def _ready(launch: Launch, env: Mapping[str, str], installed: str | None, node_rank: int) -> str:
     """The path the readiness watcher polls, and the server environment that makes it cheap."""
+    raw = env.get(HEALTH_TIMEOUT, "").strip()
+    if raw.isdigit() and int(raw) + 5 > SHIPPED_LIVENESS_TIMEOUT_S:
+        log.warning(
+            "sglang.health_timeout",
+            note=f"{HEALTH_TIMEOUT}={raw}: /health_generate may take that long; give the "
+            f"unit's [liveness] a timeout of at least {int(raw) + 10}s (a drop-in)",
+        )
     if node_rank > 0:
         return "/health"  # ranks > 0 run only a small health server, /health always 200
     if at_least(installed, READY_ENDPOINT_SINCE):
@@ -524,13 +531,6 @@ def _ready(launch: Launch, env: Mapping[str, str], installed: str | None, node_r
             "sglang.health_generation",
             note=f"{HEALTH_GENERATION}={env[HEALTH_GENERATION]}: this SGLang has no /ready and "
             "its /health generates a token (1 s or more): readiness is seen that much later",
-        )
-    raw = env.get(HEALTH_TIMEOUT, "").strip()
-    if raw.isdigit() and int(raw) + 5 > SHIPPED_LIVENESS_TIMEOUT_S:
-        log.warning(
-            "sglang.health_timeout",
-            note=f"{HEALTH_TIMEOUT}={raw}: /health_generate may take that long; give the "
-            f"unit's [liveness] a timeout of at least {int(raw) + 10}s (a drop-in)",
         )
     return "/health"
 
