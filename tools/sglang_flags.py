@@ -101,10 +101,9 @@ class _StubMeta(abc.ABCMeta):  # ABCMeta: stubs mix with ABC bases (`nn.Module, 
     __le__ = __gt__ = __ge__ = __lt__
 
 
-class _Stub(str, metaclass=_StubMeta):
-    # A str, so a stub value also works where a name is expected (``getattr(torch, device)``).
-    def __new__(cls, *args: Any, **kwargs: Any) -> Any:
-        return str.__new__(cls, "stub")
+class _PlainStub(metaclass=_StubMeta):
+    """A stub value or base class; a plain object, so it mixes with real classes as a base
+    (``class X(torch.nn.Module, StubBase)``) when the real torch is imported."""
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         pass
@@ -115,14 +114,25 @@ class _Stub(str, metaclass=_StubMeta):
     def __getattr__(self, name: str) -> Any:
         if name.startswith("__") and name.endswith("__"):
             raise AttributeError(name)
-        return _Stub()
+        return _BASE[0]()
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
-        return _Stub()
+        return _BASE[0]()
+
+
+class _Stub(str, _PlainStub):
+    """With torch stubbed too: a str, so a stub value also works where a name is expected
+    (``getattr(torch, device)`` with ``device`` from a stubbed triton)."""
+
+    def __new__(cls, *args: Any, **kwargs: Any) -> Any:
+        return str.__new__(cls, "stub")
+
+
+_BASE: list[type] = [_Stub]
 
 
 def _stub_class(name: str) -> type:
-    return _StubMeta(name.rsplit(".", 1)[-1], (_Stub,), {"__module__": "stub"})
+    return _StubMeta(name.rsplit(".", 1)[-1], (_BASE[0],), {"__module__": "stub"})
 
 
 class _StubModule(types.ModuleType):
@@ -174,6 +184,11 @@ def install_stub(*, missing_only: bool = False) -> None:
     """Put the stub finder on ``sys.meta_path``: first (everything stubbed), or last (only
     what is not installed, plus ``_ALWAYS_STUB``)."""
     if missing_only:
+        import importlib.util
+
+        # Real torch: stub classes must mix with its classes as bases. Stubbed torch: stub
+        # values must also be strings (see _Stub).
+        _BASE[0] = _PlainStub if importlib.util.find_spec("torch") is not None else _Stub
         sys.meta_path.insert(0, _ForcedStubFinder())
         sys.meta_path.append(_StubFinder())
     else:

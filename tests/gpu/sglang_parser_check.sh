@@ -28,7 +28,9 @@ for whl in .wheels/sglang-*.whl; do
     SGLANG_ARGS="--pp 2" launch
     SGLANG_ARGS="--port 9000" launch
     # The fixture again, torch real this time (only what is missing stubbed): same flags?
-    python3 tools/sglang_flags.py --stub-missing --output /tmp/f-$version.json >/dev/null 2>&1
+    rm -f /tmp/f-$version.json
+    python3 tools/sglang_flags.py --stub-missing --output /tmp/f-$version.json 2>&1 | tail -3
+    [ -s /tmp/f-$version.json ] || { echo "(no torch-real fixture for $version)"; continue; }
     step python3 -c 'import json, sys
 a, b = (json.load(open(p))["actions"] for p in sys.argv[1:])
 print("fixture vs torch-real parse:", "same actions" if a == b else f"DIFFER: {len(a)} vs {len(b)}")
