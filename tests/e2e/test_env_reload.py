@@ -38,12 +38,10 @@ def stack(tmp_path: Path) -> Iterator[Stack]:
             "PORTAL_CONFIG": f"localhost:{edge}:{port}:/docs:SGLang API",
             "SGLANG_MODEL": "fake-org/Fake-1B",
             "SGLANG_SERVER_CMD": shlex.join(server),
-            "SGLANG_ARGS": f"--port {port} --served-model-name fake",
+            "SGLANG_SERVER_PORT": str(port),  # the launcher, probes and route follow it
+            "SGLANG_ARGS": "--served-model-name fake",
         },
-        dropins={
-            "jupyter": {"enabled": False},
-            "sglang": {"liveness": {"http": f"http://127.0.0.1:{port}/health"}},
-        },
+        dropins={"jupyter": {"enabled": False}},
     )
     gate.touch()  # provisioning may finish at once
     stack = Stack(v, tmp_path, edge, port, markers)

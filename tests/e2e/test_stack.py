@@ -307,16 +307,15 @@ def sglang(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
             "PORTAL_CONFIG": f"localhost:{edge}:{port}:/docs:SGLang API",
             "SGLANG_MODEL": "fake-org/Fake-1B",
             "SGLANG_SERVER_CMD": shlex.join(server),
-            "SGLANG_ARGS": f"--port {port} --served-model-name fake",
+            # The one port setting: the launcher, the unit's probes and Caddy follow it.
+            "SGLANG_SERVER_PORT": str(port),
+            "SGLANG_ARGS": "--served-model-name fake",
             "FAKE_SGLANG_GATE": str(weights),  # the model loads until this file exists
         },
         dropins={
             "jupyter": {"enabled": False},
-            "sglang": {
-                "liveness": {"http": f"http://127.0.0.1:{port}/health"},
-                # The detached scheduler is only ever SIGKILLed: keep the wait for it short.
-                "stop": {"timeout": "4s"},
-            },
+            # The detached scheduler is only ever SIGKILLed: keep the wait for it short.
+            "sglang": {"stop": {"timeout": "4s"}},
         },
     )
     stack = Stack(v, tmp, edge, port, markers)
@@ -429,3 +428,81 @@ def test_caddyfile_is_a_runtime_file_without_the_token(sglang: Stack) -> None:
     text = caddyfile.read_text()
     assert f"http://:{sglang.edge}" in text
     assert TOKEN not in text
+
+
+# ---- readiness that does not depend on the log level (issue 23, item 1) --------------------
+
+
+def fake_sglang_dist(tmp: Path, version: str) -> Path:
+    """A directory whose ``sglang-VERSION.dist-info`` makes ``importlib.metadata`` report that
+    version (to the launcher's version lookup and to the stand-in, which then plays it)."""
+    site = tmp / "site"
+    dist = site / f"sglang-{version}.dist-info"
+    dist.mkdir(parents=True)
+    (dist / "METADATA").write_text(f"Metadata-Version: 2.1\nName: sglang\nVersion: {version}\n")
+    return site
+
+
+@pytest.fixture(scope="module", params=["0.5.8", "0.5.23"])
+def quiet_sglang(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Stack]:
+    """The stand-in at ``--log-level warning`` (no ready line), playing SGLang 0.5.8 (no
+    /ready: the unit's watcher polls /health) or 0.5.23 (it polls /ready)."""
+    version = request.param
+    tmp = tmp_path_factory.mktemp(f"sglang-quiet-{version}")
+    edge, port = free_port(), free_port()
+    site = fake_sglang_dist(tmp, version)
+    server = [
+        sys.executable,
+        str(FAKE_SGLANG),
+        "--fake-load-seconds=0.5",
+        "--fake-warmup-seconds=0.5",
+        "--fake-token-delay=0.01",
+    ]
+    v, markers, gate = start_stack(
+        tmp,
+        edge=edge,
+        target=port,
+        env={
+            "PORTAL_CONFIG": f"localhost:{edge}:{port}:/docs:SGLang API",
+            "SGLANG_MODEL": "fake-org/Fake-1B",
+            "SGLANG_SERVER_CMD": shlex.join(server),
+            "SGLANG_SERVER_PORT": str(port),
+            "SGLANG_ARGS": "--log-level warning --served-model-name fake",
+            "FAKE_SGLANG_READY_FILE": str(tmp / "stand-in-ready-at"),
+            "PYTHONPATH": os.pathsep.join(filter(None, [str(site), os.environ.get("PYTHONPATH")])),
+        },
+        dropins={"jupyter": {"enabled": False}},
+    )
+    stack = Stack(v, tmp, edge, port, markers)
+    stack.seen["version"] = version
+    try:
+        v.wait_control()
+        gate.touch()
+        v.wait_state("sglang", "ready", timeout=60)
+        yield stack
+    finally:
+        stop_stack(v)
+
+
+def test_quiet_sglang_is_ready_within_100ms_of_its_ready_moment(quiet_sglang: Stack) -> None:
+    status = quiet_sglang.status("sglang")
+    stand_in_ready = float((quiet_sglang.tmp / "stand-in-ready-at").read_text())
+    late = status["ready_at"] - stand_in_ready
+    print(f"ready {late * 1000:.1f} ms after the stand-in")
+    assert 0 <= late < 0.1, f"ready {late * 1000:.0f} ms after the stand-in"
+    lines = quiet_sglang.v.unit_lines("sglang")
+    assert not any("fired up and ready to roll" in line for line in lines)  # hidden by the level
+    path = "/ready" if quiet_sglang.seen["version"] == "0.5.23" else "/health"
+    assert status["status_text"] == f"serving: GET {path} 200"
+    command = next(line for line in lines if str(FAKE_SGLANG) in line)
+    # No /ready in 0.5.8: its /health is made a flag check (not a >= 1 s generation).
+    generation_off = "SGLANG_ENABLE_HEALTH_ENDPOINT_GENERATION=false" in command
+    assert generation_off == (path == "/health")
+
+
+def test_quiet_sglang_serves_through_caddy(quiet_sglang: Stack) -> None:
+    reply = chat(quiet_sglang.edge, 3, BEARER)
+    assert reply.status == 200, reply.body
+    assert reply.json()["choices"][0]["message"]["content"] == "tok0 tok1 tok2"

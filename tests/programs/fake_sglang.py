@@ -2,7 +2,8 @@
 
     fake_sglang.py --model-path M [--host H] [--port P] [--api-key K] [--served-model-name N]
                    [--fake-load-seconds S] [--fake-warmup-seconds S] [--fake-token-delay S]
-                   [--fake-detached-scheduler] [any other SGLang flag: accepted and ignored]
+                   [--fake-detached-scheduler] [--log-level L] [--node-rank R]
+                   [any other SGLang flag: accepted and ignored]
 
 The timeline and signals follow /work/shared/reference/sglang-ops.md §2-3 (SGLang 0.5.23):
 
@@ -14,7 +15,19 @@ The timeline and signals follow /work/shared/reference/sglang-ops.md §2-3 (SGLa
 - Then HTTP is up, status Starting: ``/health``, ``/health_generate`` and ``/ready`` answer
   503, ``/v1/models`` and ``/model_info`` 200. After the warmup it logs "The server is fired
   up and ready to roll!" on stderr (``[YYYY-mm-dd HH:MM:SS] ...``, like SGLang's logging) and
-  the health endpoints answer 200.
+  the health endpoints answer 200. That line is an INFO log call: ``--log-level warning``
+  (or higher) hides it, as in SGLang. ``$FAKE_SGLANG_READY_FILE``, when set, gets the
+  wall-clock time of that moment (status Up) whatever the log level, for tests to compare.
+- The health endpoints follow SGLang's http_server.py (0.5.6.post2 to 0.5.23): ``/health``
+  and ``/health_generate`` run a one-token generation once Up, which answers after at least
+  1 s (SGLang's check loop sleeps 1 s before it looks); ``/health`` is a flag check instead
+  when ``SGLANG_ENABLE_HEALTH_ENDPOINT_GENERATION`` is false. ``/ready`` (a flag check)
+  exists only when the version played has it (>= 0.5.20): the installed ``sglang``
+  distribution's version (``importlib.metadata``, e.g. a test's ``sglang-X.dist-info`` on
+  ``PYTHONPATH``), else 0.5.8 (the Containerfile's base).
+- ``--node-rank`` above 0: a multi-node worker. After the load it serves only SGLang's dummy
+  health server on the port (``/health``, ``/health_generate``, ``/ping``: always 200) and
+  never logs the ready line.
 - ``POST /v1/chat/completions`` "generates" ``max_tokens`` tokens, ``--fake-token-delay``
   seconds each (``stream: true`` sends them as server-sent events); ``--api-key`` requires
   ``Authorization: Bearer KEY`` there and on ``/v1/models`` but never on ``/health*``.
@@ -35,6 +48,7 @@ import argparse
 import asyncio
 import contextlib
 import ctypes
+import importlib.metadata
 import json
 import logging
 import os
@@ -48,6 +62,9 @@ from dataclasses import dataclass, field
 from aiohttp import web
 
 READY_LINE = "The server is fired up and ready to roll!"
+READY_ENDPOINT_SINCE = (0, 5, 20)  # SGLang's GET /ready
+DEFAULT_VERSION = "0.5.8"
+GENERATION_CHECK_S = 1.0  # SGLang's health check loop: asyncio.sleep(1) before it looks
 PR_SET_PDEATHSIG = 1
 SCHEDULER_EXIT_TIMEOUT_S = 15.0  # SGLang's _SCHEDULER_EXIT_TIMEOUT_SECS
 POLL_S = 0.02
@@ -55,14 +72,34 @@ POLL_S = 0.02
 log = logging.getLogger("fake_sglang")
 
 
-def _setup_logging() -> None:
-    # SGLang logs through logging.basicConfig: stderr, "[YYYY-mm-dd HH:MM:SS] message".
+def _setup_logging(level: str = "info") -> None:
+    # SGLang logs through logging.basicConfig: stderr, "[YYYY-mm-dd HH:MM:SS] message",
+    # at --log-level (prepare_server_args: getattr(logging, log_level.upper())).
     logging.basicConfig(
         format="[%(asctime)s] %(message)s",
         datefmt="%Y-%m-%d %H:%M:%S",
         stream=sys.stderr,
-        level=logging.INFO,
+        level=getattr(logging, level.upper()),
     )
+
+
+def played_version() -> str:
+    """The SGLang version this stand-in plays: the installed distribution's, else 0.5.8."""
+    try:
+        return importlib.metadata.version("sglang")
+    except importlib.metadata.PackageNotFoundError:
+        return DEFAULT_VERSION
+
+
+def _release(version: str) -> tuple[int, ...]:
+    head = version.split("+")[0].split(".post")[0]
+    return tuple(int(p) for p in head.split(".")[:3] if p.isdigit())
+
+
+def _health_generation_enabled() -> bool:
+    # SGLang's EnvBool: "false", "0", "no", "n" (any case) turn it off; default true.
+    raw = os.environ.get("SGLANG_ENABLE_HEALTH_ENDPOINT_GENERATION", "true").strip().lower()
+    return raw not in ("false", "0", "no", "n")
 
 
 def _die_with_parent() -> None:
@@ -123,11 +160,14 @@ class Server:
     def healthy(self) -> bool:
         return self.status == "Up" and not self.draining
 
-    async def health(self, _request: web.Request) -> web.Response:
-        # /health and /health_generate are one handler: a 1-token probe generation once Up.
+    async def health(self, request: web.Request) -> web.Response:
+        # /health and /health_generate are one handler: a 1-token probe generation once Up,
+        # except /health with SGLANG_ENABLE_HEALTH_ENDPOINT_GENERATION false (a flag check).
         if not self.healthy():
             return web.Response(status=503)
-        await asyncio.sleep(self.token_delay)
+        if request.path == "/health" and not _health_generation_enabled():
+            return web.Response(status=200)
+        await asyncio.sleep(GENERATION_CHECK_S)
         return web.Response(status=200)
 
     async def ready(self, _request: web.Request) -> web.Response:
@@ -301,6 +341,9 @@ async def serve(args: argparse.Namespace) -> int:
         args.port,
         args.tp_size,
     )
+    version = played_version()
+    if args.node_rank > 0:
+        return await serve_worker(args)
     server.scheduler = server.spawn("scheduler")
     if args.fake_detached_scheduler:
         server.spawn("detacher").wait()  # its child lives on, reparented, in our group
@@ -317,7 +360,8 @@ async def serve(args: argparse.Namespace) -> int:
     app = web.Application()
     app.router.add_get("/health", server.health)
     app.router.add_get("/health_generate", server.health)
-    app.router.add_get("/ready", server.ready)
+    if _release(version) >= READY_ENDPOINT_SINCE:
+        app.router.add_get("/ready", server.ready)
     app.router.add_get("/v1/models", server.models)
     app.router.add_get("/model_info", server.model_info)
     app.router.add_post("/v1/chat/completions", server.chat)
@@ -332,9 +376,37 @@ async def serve(args: argparse.Namespace) -> int:
     await asyncio.wait({draining, warmup_done}, return_when=asyncio.FIRST_COMPLETED)
     if not server.stop.is_set():
         server.status = "Up"
+        _record_ready_moment()
         log.info(READY_LINE)
     await draining
     watchdog.cancel()
+    await runner.cleanup()
+    return 0
+
+
+def _record_ready_moment() -> None:
+    path = os.environ.get("FAKE_SGLANG_READY_FILE")
+    if path:
+        with open(path, "w", encoding="utf-8") as f:
+            f.write(repr(time.time()))
+
+
+async def serve_worker(args: argparse.Namespace) -> int:
+    """A rank > 0: load, then only SGLang's dummy health server (always 200) until SIGTERM."""
+    await _load(args.fake_load_seconds, os.environ.get("FAKE_SGLANG_GATE"))
+
+    async def ok(_request: web.Request) -> web.Response:
+        return web.Response(status=200)
+
+    app = web.Application()
+    for path in ("/health", "/health_generate", "/ping"):
+        app.router.add_get(path, ok)
+    runner = web.AppRunner(app, handle_signals=False, access_log=None)
+    await runner.setup()
+    await web.TCPSite(runner, args.host, args.port).start()
+    stop = asyncio.Event()
+    asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, stop.set)
+    await stop.wait()
     await runner.cleanup()
     return 0
 
@@ -348,6 +420,8 @@ def parse(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--api-key")
     p.add_argument("--served-model-name")
     p.add_argument("--tp-size", "--tensor-parallel-size", "--tp")
+    p.add_argument("--log-level", default="info")
+    p.add_argument("--node-rank", type=int, default=0)
     p.add_argument("--fake-load-seconds", type=float, default=1.0)
     p.add_argument("--fake-warmup-seconds", type=float, default=0.3)
     p.add_argument("--fake-token-delay", type=float, default=0.01)
@@ -365,7 +439,7 @@ def main(argv: list[str]) -> int:
         return run_scheduler()
     if args.fake_role == "detacher":
         return run_detacher()
-    _setup_logging()
+    _setup_logging(args.log_level)
     return asyncio.run(serve(args))
 
 

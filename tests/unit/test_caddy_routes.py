@@ -9,6 +9,7 @@ from vastinit.stack.common import StackError
 from vastinit.stack.routes import (
     DEFAULT_PORTAL_CONFIG,
     Route,
+    default_portal_config,
     merge_routes,
     parse_portal_config,
     routes_from_expose,
@@ -92,6 +93,25 @@ def test_default_portal_config_serves_sglang_and_jupyter() -> None:
     served, skipped = site_plan(routes, {})
     assert [(r.port, r.target) for r in served] == [(8000, 18000), (8080, 18080)]
     assert [r.label for r, _ in skipped] == ["Jupyter Terminal"]
+
+
+@pytest.mark.parametrize(
+    ("env", "sglang_target"),
+    [({}, 18000), ({"SGLANG_SERVER_PORT": ""}, 18000), ({"SGLANG_SERVER_PORT": "30001"}, 30001)],
+)
+def test_default_sglang_route_follows_the_sglang_port_setting(
+    env: dict[str, str], sglang_target: int
+) -> None:
+    """One port setting: the launcher, the sglang unit's probes and this route follow it."""
+    routes = parse_portal_config(default_portal_config(env))
+    served, _ = site_plan(routes, {})
+    assert [(r.port, r.target) for r in served] == [(8000, sglang_target), (8080, 18080)]
+
+
+@pytest.mark.parametrize("bad", ["abc", "0", "70000", "18000x"])
+def test_bad_sglang_port_setting_is_named(bad: str) -> None:
+    with pytest.raises(StackError, match="SGLANG_SERVER_PORT"):
+        default_portal_config({"SGLANG_SERVER_PORT": bad})
 
 
 def test_exposed_route_goes_to_loopback_with_the_unit_name_as_default_label() -> None:

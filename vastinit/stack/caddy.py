@@ -25,8 +25,8 @@ from vastinit.stack.caddy_token import check_token, default_token_file, ensure_t
 from vastinit.stack.certs import cert_paths, ensure_certificate, send_status
 from vastinit.stack.common import StackError, configure_cli_logging, env_flag
 from vastinit.stack.routes import (
-    DEFAULT_PORTAL_CONFIG,
     Route,
+    default_portal_config,
     merge_routes,
     parse_portal_config,
     routes_from_expose,
@@ -422,7 +422,7 @@ def build(
     jupyter_launch: bool = False,
 ) -> str:
     """The Caddyfile for ``env`` and the units' ``[[expose]]``; StackError on bad input."""
-    portal = parse_portal_config(env.get("PORTAL_CONFIG") or DEFAULT_PORTAL_CONFIG)
+    portal = parse_portal_config(env.get("PORTAL_CONFIG") or default_portal_config(env))
     routes, notes = merge_routes(portal, routes_from_expose(exposes))
     for note in notes:
         log.warning("caddy.expose_overridden", note=note)

@@ -23,6 +23,7 @@ DEFAULT_PORTAL_CONFIG = (
     "|localhost:8080:18080:/:Jupyter"
     "|localhost:8080:8080:/terminals/1:Jupyter Terminal"
 )
+SGLANG_PORT_VARIABLE = "SGLANG_SERVER_PORT"  # the sglang unit's port (vastinit launch sglang)
 JUPYTER_LAUNCH_PORT = 8080  # in Vast's Jupyter launch mode, Vast's own Jupyter holds it
 
 _HOST = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9.-]*[A-Za-z0-9])?")
@@ -47,6 +48,20 @@ class Route:
     def is_alias(self) -> bool:
         """An entry with equal ports names a page of another route; Caddy serves nothing."""
         return self.port == self.target
+
+
+def default_portal_config(env: Mapping[str, str]) -> str:
+    """``DEFAULT_PORTAL_CONFIG`` with SGLang's route to ``$SGLANG_SERVER_PORT`` when that is
+    set: the one port setting the launcher, the sglang unit's probes and this route follow."""
+    port = env.get(SGLANG_PORT_VARIABLE, "").strip()
+    if not port:
+        return DEFAULT_PORTAL_CONFIG
+    try:
+        _port(port, "")
+    except ValueError:
+        what = f"{SGLANG_PORT_VARIABLE}={port!r}"
+        raise StackError(f"{what} is not a port number (1-65535)") from None
+    return DEFAULT_PORTAL_CONFIG.replace("localhost:8000:18000:", f"localhost:8000:{port}:", 1)
 
 
 def parse_portal_config(text: str) -> list[Route]:

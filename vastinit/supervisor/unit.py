@@ -572,10 +572,12 @@ class UnitRunner:
             if decision.action is AfterExit.EXITED:
                 self.sm.set(S.EXITED, decision.reason)
                 return
+            note = self._status_note()
             if decision.action is AfterExit.FAILED:
-                self._fail(decision.reason, status.shell_code)
+                self._fail(decision.reason + note, status.shell_code)
                 return
             what = f"{self.run_failure} ({status})" if self.run_failure else str(status)
+            what += note
             ran_for = time.monotonic() - (self._last_start_mono or time.monotonic())
             await self._backoff(what, ran_for)
 
@@ -746,6 +748,13 @@ class UnitRunner:
             if not waiting:
                 return None
             await self.ctx.changed()
+
+    def _status_note(self) -> str:
+        """The last ``STATUS=`` of a run that never became ready, for its exit's cause: a
+        program that refuses its settings can say why in ``ctl status``."""
+        if self.ready_at is not None or not self.status_text:
+            return ""
+        return f" (status: {self.status_text[:300]})"
 
     def _skip(self, kind: SkipKind, reason: str) -> None:
         self.skip_kind = kind
