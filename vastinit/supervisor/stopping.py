@@ -24,6 +24,8 @@ from vastinit.proc.status import signal_name
 # Members outside the group die without waking us when they are not our children (yet): how
 # often their membership is re-read while a stop waits.
 _RESCAN_S = 0.1
+# A group member that is not our child (yet) dies without waking us: the group's re-check.
+_FALLBACK_POLL = 0.05
 
 
 def _tracked(child: Child, policy: StopPolicy) -> Membership | None:
@@ -57,16 +59,29 @@ async def _wait_gone(
 ) -> bool:
     """Wait until the group ``pgid`` is empty and no member of ``members`` lives; members
     seen outside the group on the way get ``sig`` (when not 0). False if ``timeout``
-    passed first."""
+    passed first.
+
+    The members are read (a pass over /proc) once at the start, so escapees get the signal
+    with the group, then again only once the group is empty, and every ``_RESCAN_S`` while
+    members remain: a stop with nothing escaped costs two reads, however long it takes."""
     signalled: set[int] = set()
+
+    async def outside() -> set[int]:
+        found = await _members_outside(members, pgid) if members is not None else set()
+        for pid in found - signalled:
+            if sig:
+                _signal_member(pid, sig)
+            signalled.add(pid)
+        return found
+
     with anyio.move_on_after(timeout):
+        await outside()
         while True:
-            outside = await _members_outside(members, pgid) if members is not None else set()
-            for pid in outside - signalled:
-                if sig:
-                    _signal_member(pid, sig)
-                signalled.add(pid)
-            if not outside and (pgid is None or not group_alive(pgid)):
+            if pgid is not None and group_alive(pgid):
+                with anyio.move_on_after(_FALLBACK_POLL):
+                    await reaper.wait_any_reaped()
+                continue
+            if not await outside():
                 return True
             with anyio.move_on_after(_RESCAN_S):
                 await reaper.wait_any_reaped()
