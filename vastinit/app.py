@@ -158,6 +158,7 @@ async def _run(
     from vastinit.logs.events import configure_structlog
     from vastinit.logs.mux import LogMux
     from vastinit.proc.gpu_procs import NvmlReader
+    from vastinit.proc.members import enable_quick_check
     from vastinit.proc.reaper import Reaper, become_subreaper
     from vastinit.supervisor.commands import SupervisorCommands
     from vastinit.supervisor.loop_errors import LoopErrorLimiter
@@ -174,7 +175,8 @@ async def _run(
     reaper = Reaper()
     reaper.install()
     signals = SignalQueue()
-    if not is_pid1() and not become_subreaper():
+    reaps_orphans = is_pid1() or become_subreaper()
+    if not reaps_orphans:
         log.warning("could not become child subreaper; orphans will not be reaped by us")
     mux = LogMux(console, log_dir, file_group=log_group)
     for name in sorted(units):
@@ -204,6 +206,9 @@ async def _run(
         cgroups=cgroups,
         gpu=nvml,
     )
+    if reaps_orphans:
+        # Orphans come to vastinit: a finished start with no stray child has no member left.
+        enable_quick_check(manager.known_children)
     reloader = make_reloader(manager, unit_dirs)
     # Everything loaded so far lives as long as vastinit: move it out of the collector's
     # reach, so no full collection pass over it lands in a shutdown or a restart.

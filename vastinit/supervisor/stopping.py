@@ -32,9 +32,10 @@ def _tracked(child: Child, policy: StopPolicy) -> Membership | None:
     return child.members if policy.escaped is Escaped.STOP else None
 
 
-async def _members_outside(members: Membership, pgid: int | None) -> set[int]:
-    """Live members outside the group ``pgid`` (the group is signalled as a whole)."""
-    pids = await anyio.to_thread.run_sync(members.pids)
+async def _members_outside(members: Membership, pgid: int | None, main: int | None) -> set[int]:
+    """Live members outside the group ``pgid`` (the group is signalled as a whole);
+    ``main``: the start's main process while it lives."""
+    pids = await members.live(main)
     return {pid for pid in pids if pgid is None or _pgid(pid) != pgid}
 
 
@@ -51,11 +52,16 @@ async def leftovers(child: Child, policy: StopPolicy) -> bool:
     if not child.exited or group_alive(child.pgid):
         return True
     members = _tracked(child, policy)
-    return members is not None and bool(await anyio.to_thread.run_sync(members.pids))
+    return members is not None and bool(await members.live())
 
 
 async def _wait_gone(
-    pgid: int | None, members: Membership | None, reaper: Reaper, timeout: float | None, sig: int
+    pgid: int | None,
+    members: Membership | None,
+    reaper: Reaper,
+    timeout: float | None,
+    sig: int,
+    child: Child | None = None,
 ) -> bool:
     """Wait until the group ``pgid`` is empty and no member of ``members`` lives; members
     seen outside the group on the way get ``sig`` (when not 0). False if ``timeout``
@@ -67,7 +73,10 @@ async def _wait_gone(
     signalled: set[int] = set()
 
     async def outside() -> set[int]:
-        found = await _members_outside(members, pgid) if members is not None else set()
+        if members is None:
+            return set()
+        main = child.pid if child is not None and not child.exited else None
+        found = await _members_outside(members, pgid, main)
         for pid in found - signalled:
             if sig:
                 _signal_member(pid, sig)
@@ -94,14 +103,16 @@ def _signal_member(pid: int, sig: int) -> None:
         signal_pid(pid, signal.SIGCONT)  # a stopped member can't act on it until continued
 
 
-async def _kill_all(pgid: int | None, members: Membership | None, reaper: Reaper) -> None:
+async def _kill_all(
+    pgid: int | None, members: Membership | None, reaper: Reaper, child: Child | None = None
+) -> None:
     """SIGKILL the group and every member, and wait until they are gone."""
     while True:
         if pgid is not None:
             signal_group(pgid, signal.SIGKILL)
         if members is not None:
             await anyio.to_thread.run_sync(members.kill_all)
-        if await _wait_gone(pgid, members, reaper, 5.0, signal.SIGKILL):
+        if await _wait_gone(pgid, members, reaper, 5.0, signal.SIGKILL, child):
             return
         # Something survived SIGKILL for 5 s (a process stuck in the kernel, D state):
         # keep trying rather than pretend it is gone.
@@ -119,16 +130,16 @@ async def stop_child(
         # main mode: the program tears down its own tree on this signal (SGLang does); what
         # is still there at the timeout is killed.
         signal_pid(child.pid, sig)
-        gone = await _wait_gone(child.pgid, members, reaper, policy.timeout, 0)
+        gone = await _wait_gone(child.pgid, members, reaper, policy.timeout, 0, child)
     else:
         signal_group(child.pgid, sig)
         # A stopped (SIGSTOPped) member can't act on the signal until continued.
         if sig not in (signal.SIGKILL, signal.SIGCONT):
             signal_group(child.pgid, signal.SIGCONT)
-        gone = await _wait_gone(child.pgid, members, reaper, policy.timeout, sig)
+        gone = await _wait_gone(child.pgid, members, reaper, policy.timeout, sig, child)
     if gone:
         return f"{signal_name(sig)}"
-    await _kill_all(child.pgid, members, reaper)
+    await _kill_all(child.pgid, members, reaper, child)
     return f"SIGKILL after {signal_name(sig)} timed out ({format_duration(policy.timeout)})"
 
 
@@ -148,4 +159,4 @@ async def kill_child(child: Child, policy: StopPolicy, reaper: Reaper) -> None:
     if members is None:
         await kill_group(child.pgid, reaper)
     else:
-        await _kill_all(child.pgid, members, reaper)
+        await _kill_all(child.pgid, members, reaper, child)
