@@ -1,0 +1,433 @@
+"""The edge follows the units: the owner of the public routes inside vastinit.
+
+- **Readiness gate.** Caddy proxies a route whose target is a unit only while
+  ``EDGE_DIR/ready/UNIT`` exists (its ``file`` matcher stats it per request). This module
+  creates the marker the moment the unit enters ``ready`` and removes it the moment it
+  leaves (a transition listener: no polling, no Caddy reload); requests already proxied,
+  a streaming answer included, are not touched.
+- **Live routes.** At start and after every reload (or transient unit added or removed) it
+  recomputes the routes from the caddy unit's environment (``PORTAL_CONFIG``) and the
+  units' ``[[expose]]``, and hands Caddy the new Caddyfile through its admin API on a unix
+  socket in the 0700 edge directory (``POST /load``: no restart, open connections kept).
+  A configuration Caddy refuses leaves the old one serving; the error is logged, shown in
+  the caddy unit's status and published.
+- **``route`` events** on the event stream: each routed unit's moves (port, unit, ready,
+  state, reason) and the route set changing.
+- **Status projection** (``EDGE_DIR/status.sock``, read-only, HTTP): the loading page and
+  its server-sent events, fed by the ``route`` events of the in-process hub. Caddy proxies
+  ``/.vastinit/status`` and unready browser requests there after its auth check. It is
+  never the control socket: nothing here changes anything.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import html
+import itertools
+import json
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import anyio
+import structlog
+from aiohttp import web
+from anyio.abc import TaskStatus
+
+from vastinit.config.expand import expand
+from vastinit.errors import VastinitError
+from vastinit.model import State
+from vastinit.paths import ensure_private_dir
+from vastinit.stack.caddy import EdgePlan, jupyter_launch_mode, plan, render, unit_ports
+from vastinit.stack.caddy import write_atomically as write_caddyfile
+from vastinit.supervisor.manager import Manager
+from vastinit.supervisor.states import Transition
+from vastinit.supervisor.unit import fingerprinted_environment
+
+log = structlog.get_logger("vastinit")
+
+CADDY_UNIT = "caddy"
+LOAD_TIMEOUT_S = 30.0
+HEARTBEAT_S = 15.0
+SSE_RETRY_MS = 250  # how soon a browser's EventSource reconnects after a cut
+SOCKET_PATH_MAX = 107  # sun_path, less its terminating NUL
+
+
+@dataclass(frozen=True)
+class RouteView:
+    """One served route: its external port, its upstream, its label, the unit behind it."""
+
+    port: int
+    host: str
+    target: int
+    label: str
+    path: str
+    unit: str | None
+
+
+class Edge:
+    """Ready markers, live routes, ``route`` events and the status projection."""
+
+    def __init__(self, manager: Manager, edge_dir: Path) -> None:
+        self.manager = manager
+        self.dir = edge_dir
+        self.ready_dir = edge_dir / "ready"
+        self.status_socket = edge_dir / "status.sock"
+        self.admin_socket = edge_dir / "admin.sock"
+        self.routes: dict[int, RouteView] = {}
+        self.error: str | None = None  # the last configuration that could not be loaded
+        self._lock = anyio.Lock()
+        self._markers: set[str] = set()
+
+    # ---- setup --------------------------------------------------------------------------
+
+    def setup(self) -> bool:
+        """Create the 0700 directory, sync the markers, listen to transitions; False (and a
+        warning) when the edge cannot follow the units here."""
+        if len(str(self.admin_socket)) > SOCKET_PATH_MAX:
+            log.warning(
+                "edge: directory path too long for a unix socket; routes will not follow readiness",
+                edge_dir=str(self.dir),
+            )
+            return False
+        try:
+            ensure_private_dir(self.dir)
+            os.makedirs(self.ready_dir, mode=0o700, exist_ok=True)
+            for stale in os.listdir(self.ready_dir):
+                os.unlink(self.ready_dir / stale)
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(self.status_socket)
+        except (OSError, VastinitError) as exc:
+            log.warning("edge: cannot use its directory", edge_dir=str(self.dir), error=str(exc))
+            return False
+        for name, runner in self.manager.runners.items():
+            self._mark(name, runner.state is State.READY)
+        self.manager.transition_listeners.append(self._on_transition)
+        return True
+
+    async def run(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
+        """Serve the status socket and follow reloads until cancelled."""
+        if not self.setup():
+            task_status.started()
+            return
+        sub = self.manager.events.subscribe(types=("reload", "unit"))
+        runner = await self._serve_status()
+        try:
+            await self.refresh("start")
+            task_status.started()
+            while True:
+                batch = await sub.next_batch()
+                if not batch:  # dropped (it cannot fall behind by much): follow again
+                    sub = self.manager.events.subscribe(types=("reload", "unit"))
+                    await self.refresh("events missed")
+                    continue
+                causes = {json.loads(line).get("type", "") for line in batch}
+                await self.refresh("reload" if "reload" in causes else "unit added or removed")
+        finally:
+            sub.close()
+            with anyio.CancelScope(shield=True):
+                await runner.cleanup()
+
+    # ---- readiness: markers and route events --------------------------------------------
+
+    def _mark(self, unit: str, ready: bool) -> None:
+        path = self.ready_dir / unit
+        try:
+            if ready:
+                os.close(os.open(path, os.O_WRONLY | os.O_CREAT, 0o600))
+                self._markers.add(unit)
+            elif unit in self._markers or path.exists():
+                path.unlink(missing_ok=True)
+                self._markers.discard(unit)
+        except OSError as exc:
+            log.error("edge: cannot update the ready marker", unit=unit, error=str(exc))
+
+    def _on_transition(self, transition: Transition) -> None:
+        """Runs inside the state change, before anything else hears of it: the marker first,
+        then the route event (so a client that sees ``ready`` is proxied). Never raises: a
+        bug here must not take the unit (or vastinit) down."""
+        try:
+            self._mark(transition.unit, transition.new is State.READY)
+            for route in self.routes.values():
+                if route.unit == transition.unit:
+                    fields = self.view(route.port, transition)
+                    fields.pop("unit", None)
+                    self.manager.events.publish("route", route.unit, change="state", **fields)
+        except Exception:
+            log.exception("edge: cannot follow a state change", unit=transition.unit)
+
+    def view(self, port: int, transition: Transition | None = None) -> dict[str, object]:
+        """The route on ``port`` as the loading page shows it (``route`` event fields)."""
+        route = self.routes.get(port)
+        if route is None:
+            return {"port": port, "routed": False}
+        fields: dict[str, object] = {
+            "port": port,
+            "target": route.target,
+            "label": route.label,
+            "routed": True,
+        }
+        if route.unit is None:
+            return {**fields, "ready": None, "state": None, "reason": "no unit serves it"}
+        runner = self.manager.runners.get(route.unit)
+        if runner is None:
+            return {**fields, "unit": route.unit, "ready": False, "state": None,
+                    "reason": f"no unit named {route.unit}"}  # fmt: skip
+        state = transition.new if transition is not None else runner.state
+        reason = transition.cause if transition is not None else runner.sm.cause
+        return {
+            **fields,
+            "unit": route.unit,
+            "ready": state is State.READY,
+            "state": state.value,
+            "reason": runner.probe_error or reason,
+            "status": runner.status_text,
+        }
+
+    # ---- routes ---------------------------------------------------------------------------
+
+    async def refresh(self, cause: str) -> None:
+        """Recompute the routes; hand Caddy the new configuration when it runs."""
+        async with self._lock:
+            caddy = self.manager.runners.get(CADDY_UNIT)
+            if caddy is None or not caddy.unit.enabled:
+                self._set_routes({}, cause)
+                return
+            try:
+                env, edge, text = await anyio.to_thread.run_sync(self._render, caddy.unit)
+            except (VastinitError, ValueError) as exc:
+                await self._failed(f"the routes cannot be built: {exc}", cause)
+                return
+            if caddy.state is State.READY:
+                problem = await self._load(text)
+                if problem is not None:
+                    await self._failed(f"Caddy refused the new routes: {problem}", cause)
+                    return
+            # Its next start renders the same from the files; a running one has it now.
+            output = _output_path(caddy.unit.command, env)
+            if output is not None:
+                try:
+                    await anyio.to_thread.run_sync(write_caddyfile, Path(output), text)
+                except OSError as exc:
+                    log.warning("edge: cannot write the Caddyfile", path=output, error=str(exc))
+            if self.error is not None:
+                self.error = None
+                if caddy.probe_error and caddy.probe_error.startswith("routes not loaded"):
+                    caddy.probe_error = None
+                    self.manager.notify()
+            self._set_routes(
+                {
+                    r.port: RouteView(
+                        r.port, r.host, r.target, r.label, r.path, edge.units.get(r.port)
+                    )
+                    for r in edge.routes
+                },
+                cause,
+            )
+            for name, runner in self.manager.runners.items():
+                self._mark(name, runner.state is State.READY)
+
+    def _render(self, caddy_unit: Any) -> tuple[dict[str, str], EdgePlan, str]:
+        env, _ = fingerprinted_environment(caddy_unit, self.manager.base_env)
+        units = [r.unit for r in self.manager.runners.values()]
+        edge = plan(env, unit_ports(units), jupyter_launch=jupyter_launch_mode(env))
+        return env, edge, render(env, edge, edge_dir=str(self.dir))
+
+    async def _load(self, text: str) -> str | None:
+        """POST the Caddyfile to Caddy's admin socket; None when loaded, else Caddy's error."""
+        body = text.encode()
+        # Caddy allows only an empty Host on a unix socket (its origin check).
+        head = (
+            "POST /load HTTP/1.1\r\nHost: \r\nContent-Type: text/caddyfile\r\n"
+            f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n"
+        ).encode()
+        try:
+            with anyio.fail_after(LOAD_TIMEOUT_S):
+                async with await anyio.connect_unix(self.admin_socket) as stream:
+                    await stream.send(head + body)
+                    reply = b""
+                    with contextlib.suppress(anyio.EndOfStream, anyio.BrokenResourceError):
+                        while len(reply) < 1 << 20:
+                            reply += await stream.receive()
+        except (OSError, TimeoutError) as exc:
+            return f"cannot reach Caddy's admin socket {self.admin_socket}: {exc}"
+        status_line, _, rest = reply.partition(b"\r\n")
+        parts = status_line.split()
+        if len(parts) >= 2 and parts[1] == b"200":
+            return None
+        message = rest.partition(b"\r\n\r\n")[2].decode(errors="replace").strip()
+        with contextlib.suppress(ValueError, AttributeError):
+            message = str(json.loads(message).get("error", message))
+        return f"{status_line.decode(errors='replace')}: {message[:2000]}"
+
+    async def _failed(self, error: str, cause: str) -> None:
+        self.error = error
+        log.error("edge: routes not loaded; the old configuration keeps serving", error=error)
+        caddy = self.manager.runners.get(CADDY_UNIT)
+        if caddy is not None:
+            caddy.probe_error = f"routes not loaded: {error}"
+            self.manager.notify()
+        self.manager.events.publish("route", change="error", cause=cause, error=error)
+
+    def _set_routes(self, routes: dict[int, RouteView], cause: str) -> None:
+        old = self.routes
+        self.routes = routes
+        added = sorted(set(routes) - set(old))
+        removed = sorted(set(old) - set(routes))
+        changed = sorted(p for p in set(routes) & set(old) if routes[p] != old[p])
+        if cause != "start" and not (added or removed or changed):
+            return
+        self.manager.events.publish(
+            "route",
+            change="set",
+            cause=cause,
+            added=added,
+            removed=removed,
+            changed=changed,
+            routes=[
+                {**self.view(p), "unit": routes[p].unit, "host": routes[p].host}
+                for p in sorted(routes)
+            ],
+        )
+        if added or removed or changed:
+            log.info("edge: routes", added=added, removed=removed, changed=changed, cause=cause)
+
+    # ---- the status projection ------------------------------------------------------------
+
+    async def _serve_status(self) -> web.AppRunner:
+        app = web.Application()
+        app.router.add_get("/v1/route/{port:\\d+}/events", self._events)
+        app.router.add_get("/v1/route/{port:\\d+}/page", self._page)
+        runner = web.AppRunner(app, handle_signals=False, access_log=None)
+        await runner.setup()
+        old = os.umask(0o077)
+        try:
+            await web.UnixSite(runner, str(self.status_socket)).start()
+        finally:
+            os.umask(old)
+        return runner
+
+    async def _page(self, request: web.Request) -> web.Response:
+        port = int(request.match_info["port"])
+        return web.Response(
+            text=loading_page(self.view(port)),
+            content_type="text/html",
+            headers={"Cache-Control": "no-store", "X-Portal-Placeholder": "true"},
+        )
+
+    async def _events(self, request: web.Request) -> web.StreamResponse:
+        port = int(request.match_info["port"])
+        sub = self.manager.events.subscribe(types=("route",))
+        response = web.StreamResponse(
+            headers={
+                "Content-Type": "text/event-stream",
+                "Cache-Control": "no-store",
+                "X-Accel-Buffering": "no",
+            }
+        )
+        try:
+            await response.prepare(request)
+            await response.write(f"retry: {SSE_RETRY_MS}\n\n".encode() + _sse(self.view(port)))
+            while True:
+                batch: list[bytes] = []
+                with anyio.move_on_after(HEARTBEAT_S):
+                    batch = await sub.next_batch()
+                    if not batch:
+                        break  # dropped: the browser reconnects and starts afresh
+                if not batch:
+                    await response.write(b": still here\n\n")
+                    continue
+                for line in batch:
+                    event = json.loads(line)
+                    if event.get("change") == "state" and event.get("port") == port:
+                        await response.write(_sse({k: event[k] for k in event if k != "seq"}))
+                    elif event.get("change") == "set":
+                        await response.write(_sse(self.view(port)))
+        except (ConnectionError, RuntimeError):
+            pass  # the browser went away (RuntimeError: aiohttp's closed transport)
+        finally:
+            sub.close()
+        return response
+
+
+def _sse(view: Mapping[str, object]) -> bytes:
+    title, detail = headline(view)
+    data = {**view, "headline": title, "detail": detail}
+    return f"data: {json.dumps(data, separators=(',', ':'), default=str)}\n\n".encode()
+
+
+def _output_path(command: tuple[str, ...], env: Mapping[str, str]) -> str | None:
+    """The caddy unit's ``--output`` file, expanded in its environment."""
+    for flag, value in itertools.pairwise(command):
+        if flag in ("--output", "-o"):
+            try:
+                return expand(value, env)
+            except (VastinitError, ValueError):
+                return None
+    return None
+
+
+# ---- the loading page -------------------------------------------------------------------------
+
+
+def headline(view: Mapping[str, Any]) -> tuple[str, str]:
+    """What the loading page says about a route: a headline and the detail under it."""
+    label = str(view.get("label") or f"port {view.get('port')}")
+    state = view.get("state")
+    reason = str(view.get("status") or view.get("reason") or "")
+    if not view.get("routed"):
+        return f"{label}: this route is gone", "The configuration changed; reload later."
+    if view.get("unit") is None:
+        return f"{label}: nothing serves this port", "No unit of this container runs it."
+    if state == "ready":
+        return f"{label} is ready", "Opening it now."
+    if state == "skipped":
+        return f"{label} is not started", reason
+    if state == "failed":
+        return f"{label} failed", f"{reason}. It does not start again by itself."
+    if state == "backoff":
+        return f"{label} stopped; restarting", reason
+    if state in ("stopping", "stopped", "inactive", "exited"):
+        return f"{label} is stopped", reason
+    return f"{label} is starting", reason
+
+
+_SCRIPT = """
+(function () {
+  var first = true;
+  var es = new EventSource("%s");
+  es.onmessage = function (m) {
+    var s = JSON.parse(m.data);
+    if (s.ready) {
+      es.close();
+      // Ready already at the first message: Caddy just failed to reach it; do not spin.
+      setTimeout(function () { location.reload(); }, first ? 1000 : 0);
+      return;
+    }
+    first = false;
+    document.getElementById("headline").textContent = s.headline;
+    document.getElementById("detail").textContent = s.detail;
+    document.title = s.headline;
+  };
+})();
+"""
+
+
+def loading_page(view: Mapping[str, Any]) -> str:
+    """The loading page of a route: its unit's state and reason, live (no internet needed)."""
+    from vastinit.stack.caddy import STATUS_PATH
+
+    title, detail = headline(view)
+    return (
+        '<!doctype html><html lang="en"><head><meta charset="utf-8">'
+        '<meta name="viewport" content="width=device-width, initial-scale=1">'
+        f"<title>{html.escape(title)}</title></head>"
+        '<body style="font-family: system-ui, sans-serif; max-width: 40em; margin: 4em auto; '
+        'padding: 0 1em; color: #222">'
+        f'<h1 id="headline">{html.escape(title)}</h1>'
+        f'<p id="detail">{html.escape(detail)}</p>'
+        "<p>This page follows the service live and opens it the moment it is ready.</p>"
+        f"<script>{_SCRIPT % STATUS_PATH}</script></body></html>"
+    )
