@@ -234,7 +234,7 @@ def test_jupyter_shows_the_loading_page_until_ready_then_the_real_page(jupyter: 
     assert page.headers["X-Portal-Placeholder"] == "true"
     assert "Jupyter is starting" in page.body
     api = jupyter.seen["api"]
-    assert api.status == 503 and api.headers["Retry-After"] == "5"
+    assert api.status == 503 and api.headers["Retry-After"] == "1"
     assert jupyter.seen["no_token"].status == 401  # auth before the loading page
 
     real = request(jupyter.edge, "/lab", {**BEARER, **BROWSER})

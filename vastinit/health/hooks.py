@@ -220,8 +220,8 @@ async def _first_pass(probe: Probe, ctx: ProbeContext, rlog: ProbeLog) -> tuple[
 
 
 def starting_delays(probe: Probe) -> Iterator[float]:
-    """The periods between readiness attempts while starting: 50 ms, doubling up to 100 ms
-    for http and tcp probes and up to ``interval`` for exec ones; never over ``interval``."""
+    """The periods between readiness attempts while starting: 50 ms for http and tcp
+    probes; for exec ones 50 ms doubling up to ``interval``; never over ``interval``."""
     cap = READINESS_FAST_CAP if probe.kind in (ProbeKind.HTTP, ProbeKind.TCP) else probe.interval
     delay = READINESS_FAST_FIRST
     while True:
