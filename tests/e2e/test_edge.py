@@ -397,3 +397,27 @@ def _status(port: int, headers: dict[str, str]) -> int:
 
 def _prefills(edge: Edge) -> int:
     return sum("Prefill batch" in line for line in edge.v.unit_lines("sglang"))
+
+
+def test_reload_applies_a_changed_portal_config_without_restarting_caddy(edge: Edge) -> None:
+    extra = free_port()
+    pid = json.loads(edge.v.ctl("status", "--json", "caddy").stdout)["units"][0]["pid"]
+    env_file = edge.tmp / "workspace" / ".env"
+    env_file.write_text(
+        f"PORTAL_CONFIG=localhost:{edge.api}:{edge.target}:/docs:SGLang API"
+        f"|localhost:{extra}:{edge.target}:/docs:SGLang again\n"
+    )
+    try:
+        assert _status(extra, {}) == 0  # an env file edit alone changes nothing
+        assert edge.v.ctl("reload").returncode == 0
+        wait_until(lambda: _status(extra, {}) == 401, 5, "the new PORTAL_CONFIG route")
+        assert request(extra, "/v1/models", BEARER).status == 200
+        assert _status(edge.nothing, {}) == 0  # the Model UI entry is gone
+        now = json.loads(edge.v.ctl("status", "--json", "caddy").stdout)["units"][0]
+        assert now["pid"] == pid and now["state"] == "ready"
+        text = (edge.tmp / "etc" / "Caddyfile").read_text()
+        assert f"http://:{extra}" in text and "e2e-Token" not in text
+    finally:
+        env_file.unlink()
+        edge.v.ctl("reload")
+    wait_until(lambda: _status(extra, {}) == 0, 5, "the route to go with the entry")
