@@ -112,7 +112,7 @@ class Edge:
         if not self.setup():
             task_status.started()
             return
-        sub = self.manager.events.subscribe(types=("reload", "unit"))
+        sub = self.manager.events.subscribe(types=FOLLOWED)
         runner = await self._serve_status()
         try:
             await self.refresh("start")
@@ -120,11 +120,12 @@ class Edge:
             while True:
                 batch = await sub.next_batch()
                 if not batch:  # dropped (it cannot fall behind by much): follow again
-                    sub = self.manager.events.subscribe(types=("reload", "unit"))
+                    sub = self.manager.events.subscribe(types=FOLLOWED)
                     await self.refresh("events missed")
                     continue
-                causes = {json.loads(line).get("type", "") for line in batch}
-                await self.refresh("reload" if "reload" in causes else "unit added or removed")
+                cause = _refresh_cause([json.loads(line) for line in batch])
+                if cause is not None:
+                    await self.refresh(cause)
         finally:
             sub.close()
             with anyio.CancelScope(shield=True):
@@ -350,6 +351,24 @@ class Edge:
         finally:
             sub.close()
         return response
+
+
+# What makes the edge recompute its routes: a reload, a transient unit added or removed,
+# and Caddy becoming ready (a start that rendered the files while a reload changed them).
+FOLLOWED = ("reload", "unit", "state")
+
+
+def _refresh_cause(events: list[dict[str, Any]]) -> str | None:
+    causes = []
+    for event in events:
+        kind = event.get("type")
+        if kind == "reload":
+            causes.append("reload")
+        elif kind == "unit":
+            causes.append(f"transient unit {event.get('action', 'changed')}")
+        elif kind == "state" and event.get("unit") == CADDY_UNIT and event.get("new") == "ready":
+            causes.append("caddy ready")
+    return causes[0] if causes else None
 
 
 def _sse(view: Mapping[str, object]) -> bytes:
