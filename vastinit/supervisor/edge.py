@@ -278,8 +278,8 @@ class Edge:
         added = sorted(set(routes) - set(old))
         removed = sorted(set(old) - set(routes))
         changed = sorted(p for p in set(routes) & set(old) if routes[p] != old[p])
-        if cause != "start" and not (added or removed or changed):
-            return
+        if not (added or removed or changed):
+            return  # nothing to say (no route at all, at start: no event)
         self.manager.events.publish(
             "route",
             change="set",
