@@ -415,6 +415,16 @@ def test_reload_applies_a_changed_portal_config_without_restarting_caddy(edge: E
         assert _status(edge.nothing, {}) == 0  # the Model UI entry is gone
         now = json.loads(edge.v.ctl("status", "--json", "caddy").stdout)["units"][0]
         assert now["pid"] == pid and now["state"] == "ready"
+        # Applied without a restart: no "restart to apply" left behind.
+        wait_until(
+            lambda: (
+                not json.loads(edge.v.ctl("status", "--json", "caddy").stdout)["units"][0].get(
+                    "restart_to_apply"
+                )
+            ),
+            5,
+            "the restart-to-apply note to clear",
+        )
         text = (edge.tmp / "etc" / "Caddyfile").read_text()
         assert f"http://:{extra}" in text and "e2e-Token" not in text
     finally:

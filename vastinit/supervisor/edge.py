@@ -43,8 +43,9 @@ from vastinit.paths import ensure_private_dir
 from vastinit.stack.caddy import EdgePlan, jupyter_launch_mode, plan, render, unit_ports
 from vastinit.stack.caddy import write_atomically as write_caddyfile
 from vastinit.supervisor.manager import Manager
+from vastinit.supervisor.reload import env_change
 from vastinit.supervisor.states import Transition
-from vastinit.supervisor.unit import fingerprinted_environment
+from vastinit.supervisor.unit import EnvFingerprint, UnitRunner, fingerprinted_environment
 
 log = structlog.get_logger("vastinit")
 
@@ -197,7 +198,9 @@ class Edge:
                 self._set_routes({}, cause)
                 return
             try:
-                env, edge, text = await anyio.to_thread.run_sync(self._render, caddy.unit)
+                env, fingerprint, edge, text = await anyio.to_thread.run_sync(
+                    self._render, caddy.unit
+                )
             except (VastinitError, ValueError) as exc:
                 await self._failed(f"the routes cannot be built: {exc}", cause)
                 return
@@ -206,6 +209,7 @@ class Edge:
                 if problem is not None:
                     await self._failed(f"Caddy refused the new routes: {problem}", cause)
                     return
+                self._applied(caddy, fingerprint)
             # Its next start renders the same from the files; a running one has it now.
             output = _output_path(caddy.unit.command, env)
             if output is not None:
@@ -230,11 +234,21 @@ class Edge:
             for name, runner in self.manager.runners.items():
                 self._mark(name, runner.state is State.READY)
 
-    def _render(self, caddy_unit: Any) -> tuple[dict[str, str], EdgePlan, str]:
-        env, _ = fingerprinted_environment(caddy_unit, self.manager.base_env)
+    def _render(self, caddy_unit: Any) -> tuple[dict[str, str], EnvFingerprint, EdgePlan, str]:
+        env, fingerprint = fingerprinted_environment(caddy_unit, self.manager.base_env)
         units = [r.unit for r in self.manager.runners.values()]
         edge = plan(env, unit_ports(units), jupyter_launch=jupyter_launch_mode(env))
-        return env, edge, render(env, edge, edge_dir=str(self.dir))
+        return env, fingerprint, edge, render(env, edge, edge_dir=str(self.dir))
+
+    def _applied(self, caddy: UnitRunner, fingerprint: EnvFingerprint) -> None:
+        """A running Caddy now has what the caddy unit's changed environment means for its
+        routes: when only such variables changed, it needs no "restart to apply"."""
+        if caddy.start_env is None:
+            return
+        change = env_change(caddy.start_env, fingerprint)
+        if change and all(_live(name) for name in change.names()):
+            caddy.start_env = fingerprint
+            caddy.set_restart_to_apply(None)
 
     async def _load(self, text: str) -> str | None:
         """POST the Caddyfile to Caddy's admin socket; None when loaded, else Caddy's error."""
@@ -369,6 +383,25 @@ def _refresh_cause(events: list[dict[str, Any]]) -> str | None:
         elif kind == "state" and event.get("unit") == CADDY_UNIT and event.get("new") == "ready":
             causes.append("caddy ready")
     return causes[0] if causes else None
+
+
+# The caddy unit's variables that only shape the rendered Caddyfile: a load applies them.
+# (The token variables live in Caddy's process environment: they need a restart.)
+LIVE_VARIABLES = frozenset(
+    {
+        "PORTAL_CONFIG",
+        "ENABLE_AUTH",
+        "AUTH_EXCLUDE",
+        "VAST_CONTAINERLABEL",
+        "CADDY_BIND",
+        "CADDY_FLUSH_INTERVAL",
+        "JUPYTER_OVERRIDE",
+    }
+)
+
+
+def _live(name: str) -> bool:
+    return name in LIVE_VARIABLES or name.startswith("VAST_TCP_PORT_")
 
 
 def _sse(view: Mapping[str, object]) -> bytes:
