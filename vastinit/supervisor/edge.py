@@ -109,28 +109,44 @@ class Edge:
         return True
 
     async def run(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
-        """Serve the status socket and follow reloads until cancelled."""
+        """Serve the status socket and follow reloads until cancelled. Nothing here may end
+        vastinit: a failure is logged and the edge goes on as it can."""
         if not self.setup():
             task_status.started()
             return
         sub = self.manager.events.subscribe(types=FOLLOWED)
-        runner = await self._serve_status()
+        runner: web.AppRunner | None = None
         try:
-            await self.refresh("start")
+            try:
+                runner = await self._serve_status()
+            except OSError as exc:
+                log.error(
+                    "edge: cannot serve the loading page's status socket",
+                    path=str(self.status_socket),
+                    error=str(exc),
+                )
+            await self._refresh_logged("start")
             task_status.started()
             while True:
                 batch = await sub.next_batch()
                 if not batch:  # dropped (it cannot fall behind by much): follow again
                     sub = self.manager.events.subscribe(types=FOLLOWED)
-                    await self.refresh("events missed")
+                    await self._refresh_logged("events missed")
                     continue
                 cause = _refresh_cause([json.loads(line) for line in batch])
                 if cause is not None:
-                    await self.refresh(cause)
+                    await self._refresh_logged(cause)
         finally:
             sub.close()
-            with anyio.CancelScope(shield=True):
-                await runner.cleanup()
+            if runner is not None:
+                with anyio.CancelScope(shield=True):
+                    await runner.cleanup()
+
+    async def _refresh_logged(self, cause: str) -> None:
+        try:
+            await self.refresh(cause)
+        except Exception:
+            log.exception("edge: routes not refreshed (a bug); the old ones stay", cause=cause)
 
     # ---- readiness: markers and route events --------------------------------------------
 
