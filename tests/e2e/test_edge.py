@@ -289,6 +289,14 @@ def test_liveness_failure_sends_the_route_back_without_cutting_a_stream(edge: Ed
             "the route to show the loading page",
         )
         assert time.time() - failed_at < LIVENESS_S + 1.0
+        # The route left ready at the first failed probe: within one interval (plus the
+        # probe's own round trip) of the server turning sick.
+        left = [
+            e["ts"]
+            for e in edge.tail.find(type="route", unit="sglang", change="state", ready=False)
+            if e["ts"] > failed_at
+        ]
+        assert left and left[0] - failed_at < LIVENESS_S + 0.15, (left, failed_at)
         edge.sick_file.unlink()
     finally:
         streaming.join(30)
@@ -412,7 +420,8 @@ def test_reload_applies_a_changed_portal_config_without_restarting_caddy(edge: E
         assert edge.v.ctl("reload").returncode == 0
         wait_until(lambda: _status(extra, {}) == 401, 5, "the new PORTAL_CONFIG route")
         assert request(extra, "/v1/models", BEARER).status == 200
-        assert _status(edge.nothing, {}) == 0  # the Model UI entry is gone
+        # The Model UI entry is gone (Caddy closes the old listener once the new config runs).
+        wait_until(lambda: _status(edge.nothing, {}) == 0, 5, "the Model UI route to go")
         now = json.loads(edge.v.ctl("status", "--json", "caddy").stdout)["units"][0]
         assert now["pid"] == pid and now["state"] == "ready"
         # Applied without a restart: no "restart to apply" left behind.

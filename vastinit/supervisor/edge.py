@@ -26,6 +26,7 @@ import html
 import itertools
 import json
 import os
+import socket
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -221,6 +222,13 @@ class Edge:
                 await self._failed(f"the routes cannot be built: {exc}", cause)
                 return
             if caddy.state is State.READY:
+                new_ports = sorted({r.port for r in edge.routes} - set(self.routes))
+                problem = _ports_taken(new_ports, env.get("CADDY_BIND") or "")
+                if problem is not None:
+                    # Not handed to Caddy: a load that fails to bind leaves the listeners it
+                    # opened behind, serving, in Caddy 2.6 (caddyserver/caddy#7175).
+                    await self._failed(f"the new routes cannot be served: {problem}", cause)
+                    return
                 problem = await self._load(text)
                 if problem is not None:
                     await self._failed(f"Caddy refused the new routes: {problem}", cause)
@@ -424,6 +432,19 @@ def _sse(view: Mapping[str, object]) -> bytes:
     title, detail = headline(view)
     data = {**view, "headline": title, "detail": detail}
     return f"data: {json.dumps(data, separators=(',', ':'), default=str)}\n\n".encode()
+
+
+def _ports_taken(ports: list[int], host: str) -> str | None:
+    """Which of ``ports`` another process holds (as Caddy would bind them), or None."""
+    taken = []
+    for port in ports:
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as Go's listeners
+            try:
+                probe.bind((host, port))
+            except OSError as exc:
+                taken.append(f"port {port}: {exc.strerror or exc}")
+    return "; ".join(taken) or None
 
 
 def _output_path(command: tuple[str, ...], env: Mapping[str, str]) -> str | None:
