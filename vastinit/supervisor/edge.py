@@ -201,7 +201,8 @@ class Edge:
             "unit": route.unit,
             "ready": state is State.READY,
             "state": state.value,
-            "reason": runner.probe_error or reason,
+            # While it starts, the probe's last error says more than "pid 57".
+            "reason": reason if state is State.READY else (runner.probe_error or reason),
             "status": runner.status_text,
         }
 
