@@ -250,6 +250,26 @@ def test_the_status_stream_is_token_protected_and_read_only(edge: Edge) -> None:
     assert reply.status in (404, 405), reply
 
 
+def test_the_status_stream_is_server_sent_events_of_the_route(edge: Edge) -> None:
+    conn = socket.create_connection(("127.0.0.1", edge.api), timeout=5)
+    try:
+        conn.sendall(
+            f"GET /.vastinit/status HTTP/1.1\r\nHost: x\r\n"
+            f"Authorization: {BEARER['Authorization']}\r\n\r\n".encode()
+        )
+        data = b""
+        while b"\ndata: " not in data or not data.rstrip(b"\r\n ").endswith(b"}"):
+            data += conn.recv(65536)
+    finally:
+        conn.close()
+    head, _, body = data.partition(b"\r\n\r\n")
+    assert b"200" in head.split(b"\r\n")[0] and b"text/event-stream" in head, head
+    assert b"retry: " in body
+    event = json.loads(body.split(b"data: ", 1)[1].split(b"\n", 1)[0])
+    assert event["port"] == edge.api and event["label"] == "SGLang API"
+    assert event["unit"] == "sglang" and event["headline"].startswith("SGLang API is")
+
+
 def test_route_events_name_unit_port_and_readiness(edge: Edge) -> None:
     sets = edge.tail.find(type="route", change="set")
     assert sets, edge.tail.events

@@ -54,6 +54,9 @@ def browser(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
         driver.quit()
 
 
+LAST_LINE = "var p = document.getElementById('last'); return p ? p.textContent : '';"
+
+
 def _headline(driver: Any) -> str | None:
     found = driver.execute_script(
         "var h = document.getElementById('headline'); return h ? h.textContent : null;"
@@ -80,8 +83,10 @@ def test_the_browser_shows_the_real_page_within_500ms_of_ready(
     assert headline is not None and "SGLang API" in headline, browser.page_source[:500]
     seen = {headline}
     deadline = time.monotonic() + 30
+    lines: set[str] = set()
     while (text := _headline(browser)) is not None:
         seen.add(text)
+        lines.add(str(browser.execute_script(LAST_LINE)))
         assert time.monotonic() < deadline, f"still on the loading page: {seen}"
         time.sleep(0.01)
     shown = time.time()
@@ -95,8 +100,9 @@ def test_the_browser_shows_the_real_page_within_500ms_of_ready(
     )
     ready = edge.ready_at(after=ready_before + 0.001)
     assert shown - ready < 0.5, (shown - ready, seen)
-    # It showed the unit's state while it waited (no fixed "starting" page).
+    # It showed the unit's state while it waited (no fixed "starting" page), and its output.
     assert any("starting" in s or "restarting" in s for s in seen), seen
+    assert any("Uvicorn running" in line or "Load weight" in line for line in lines), lines
 
 
 def _later_ready(stack: Edge, after: float) -> bool:

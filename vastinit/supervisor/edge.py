@@ -39,10 +39,12 @@ from anyio.abc import TaskStatus
 
 from vastinit.config.expand import expand
 from vastinit.errors import VastinitError
+from vastinit.logs.ring import LogSubscription
 from vastinit.model import State
 from vastinit.paths import ensure_private_dir
 from vastinit.stack.caddy import EdgePlan, jupyter_launch_mode, plan, render, unit_ports
 from vastinit.stack.caddy import write_atomically as write_caddyfile
+from vastinit.supervisor.events import EventSubscriber
 from vastinit.supervisor.manager import Manager
 from vastinit.supervisor.reload import env_change
 from vastinit.supervisor.states import Transition
@@ -360,6 +362,10 @@ class Edge:
     async def _events(self, request: web.Request) -> web.StreamResponse:
         port = int(request.match_info["port"])
         sub = self.manager.events.subscribe(types=("route",))
+        route = self.routes.get(port)
+        # The unit's newest output line too ("Load weight begin", a download's progress):
+        # one line per batch of its log, through the same bounded queue.
+        logs = self.manager.mux.subscribe([route.unit], backlog=1) if route and route.unit else None
         response = web.StreamResponse(
             headers={
                 "Content-Type": "text/event-stream",
@@ -368,28 +374,54 @@ class Edge:
             }
         )
         try:
-            await response.prepare(request)
-            await response.write(f"retry: {SSE_RETRY_MS}\n\n".encode() + _sse(self.view(port)))
-            while True:
-                batch: list[bytes] = []
-                with anyio.move_on_after(HEARTBEAT_S):
-                    batch = await sub.next_batch()
-                    if not batch:
-                        break  # dropped: the browser reconnects and starts afresh
-                if not batch:
-                    await response.write(b": still here\n\n")
-                    continue
-                for line in batch:
-                    event = json.loads(line)
-                    if event.get("change") == "state" and event.get("port") == port:
-                        await response.write(_sse({k: event[k] for k in event if k != "seq"}))
-                    elif event.get("change") == "set":
-                        await response.write(_sse(self.view(port)))
+            async with anyio.create_task_group() as tg:
+                if logs is not None:
+                    tg.start_soon(_last_lines, logs, sub)
+                await response.prepare(request)
+                await response.write(f"retry: {SSE_RETRY_MS}\n\n".encode() + _sse(self.view(port)))
+                await self._stream(response, sub, port)
+                tg.cancel_scope.cancel()
         except (ConnectionError, RuntimeError):
             pass  # the browser went away (RuntimeError: aiohttp's closed transport)
         finally:
             sub.close()
+            if logs is not None:
+                logs.discard()
         return response
+
+    async def _stream(self, response: web.StreamResponse, sub: EventSubscriber, port: int) -> None:
+        while True:
+            batch: list[bytes] = []
+            with anyio.move_on_after(HEARTBEAT_S):
+                batch = await sub.next_batch()
+                if not batch:
+                    return  # dropped: the browser reconnects and starts afresh
+            if not batch:
+                await response.write(b": still here\n\n")
+                continue
+            out = b""
+            for line in batch:
+                event = json.loads(line)
+                if event.get("type") == "log":
+                    out += _sse_data({"log": str(event.get("text", ""))[-LOG_LINE_CHARS:]})
+                elif event.get("change") == "state" and event.get("port") == port:
+                    out += _sse({k: event[k] for k in event if k != "seq"})
+                elif event.get("change") == "set":
+                    out += _sse(self.view(port))
+            if out:
+                await response.write(out)
+
+
+LOG_LINE_CHARS = 300
+
+
+async def _last_lines(logs: LogSubscription, sub: EventSubscriber) -> None:
+    """Push the newest line of each batch of a unit's output to ``sub``."""
+    while not sub.closed:
+        lines = await logs.next_batch()
+        if not lines:
+            return
+        sub.push_log(lines[-1:])
 
 
 # What makes the edge recompute its routes: a reload, a transient unit added or removed,
@@ -431,7 +463,10 @@ def _live(name: str) -> bool:
 
 def _sse(view: Mapping[str, object]) -> bytes:
     title, detail = headline(view)
-    data = {**view, "headline": title, "detail": detail}
+    return _sse_data({**view, "headline": title, "detail": detail})
+
+
+def _sse_data(data: Mapping[str, object]) -> bytes:
     return f"data: {json.dumps(data, separators=(',', ':'), default=str)}\n\n".encode()
 
 
@@ -490,6 +525,10 @@ _SCRIPT = """
   var es = new EventSource("%s");
   es.onmessage = function (m) {
     var s = JSON.parse(m.data);
+    if ("log" in s) {
+      document.getElementById("last").textContent = s.log;
+      return;
+    }
     if (s.ready) {
       es.close();
       // Ready already at the first message: Caddy just failed to reach it; do not spin.
@@ -518,6 +557,7 @@ def loading_page(view: Mapping[str, Any]) -> str:
         'padding: 0 1em; color: #222">'
         f'<h1 id="headline">{html.escape(title)}</h1>'
         f'<p id="detail">{html.escape(detail)}</p>'
+        '<pre id="last" style="white-space: pre-wrap; color: #666"></pre>'
         "<p>This page follows the service live and opens it the moment it is ready.</p>"
         f"<script>{_SCRIPT % STATUS_PATH}</script></body></html>"
     )
