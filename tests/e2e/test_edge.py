@@ -309,14 +309,14 @@ def test_liveness_failure_sends_the_route_back_without_cutting_a_stream(edge: Ed
             "the route to show the loading page",
         )
         assert time.time() - failed_at < LIVENESS_S + 1.0
-        # The route left ready at the first failed probe: within one interval (plus the
-        # probe's own round trip) of the server turning sick.
+        # The route left ready at the first failed probe: within one interval of the server
+        # turning sick, plus the probe's own round trip (up to 250 ms on a loaded machine).
         left = [
             e["ts"]
             for e in edge.tail.find(type="route", unit="sglang", change="state", ready=False)
             if e["ts"] > failed_at
         ]
-        assert left and left[0] - failed_at < LIVENESS_S + 0.15, (left, failed_at)
+        assert left and left[0] - failed_at < LIVENESS_S + 0.25, (left, failed_at)
         edge.sick_file.unlink()
     finally:
         streaming.join(30)
