@@ -135,6 +135,10 @@ def base_environment(
     # The edge credentials go only to units that list them in `secrets` (start_environment).
     env = {k: v for k, v in environ.items() if k not in SECRET_VARIABLES}
     env["VASTINIT_UNITS"] = ":".join(str(d) for d in unit_dirs)
+    # Where `vastinit caddyfile` points Caddy's readiness gate and admin socket (edge.py).
+    edge = paths.default_edge_dir(socket)
+    if edge is not None:
+        env["VASTINIT_EDGE_DIR"] = str(edge)
     if socket is not None:
         env["VASTINIT_SOCKET"] = str(socket)
     # A venv's vastinit (`make run`) must find its own `vastinit` for commands such as
@@ -161,6 +165,7 @@ async def _run(
     from vastinit.proc.members import enable_quick_check
     from vastinit.proc.reaper import Reaper, become_subreaper
     from vastinit.supervisor.commands import SupervisorCommands
+    from vastinit.supervisor.edge import Edge
     from vastinit.supervisor.loop_errors import LoopErrorLimiter
     from vastinit.supervisor.manager import Manager
     from vastinit.supervisor.pid1 import SignalQueue, is_pid1, serve_signals
@@ -219,6 +224,8 @@ async def _run(
     try:
         async with anyio.create_task_group() as tg:
             await tg.start(manager.run)
+            if base_env.get("VASTINIT_EDGE_DIR"):
+                await tg.start(Edge(manager, Path(base_env["VASTINIT_EDGE_DIR"])).run)
             if listener is not None:
                 await start_control_server(tg, SupervisorCommands(manager, reloader), listener)
             code = await serve_signals(manager, reloader.on_signal, signals)
