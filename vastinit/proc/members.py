@@ -283,6 +283,8 @@ def describe(pid: int) -> Member | None:
     if not fields or fields[0] == b"Z":
         return None  # a zombie holds nothing but its pid; its parent (we) reaps it
     command = cmdline.rstrip(b"\0").replace(b"\0", b" ").decode(errors="replace")
+    # One line in status whatever the arguments hold (``python -c "<code>"``).
+    command = "".join(c if c.isprintable() else repr(c)[1:-1] for c in command)
     if not command:
         command = "[" + stat[stat.find(b"(") + 1 : stat.rfind(b")")].decode(errors="replace") + "]"
     return Member(pid, int(fields[2]), command[:200])
