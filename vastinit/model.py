@@ -190,6 +190,11 @@ class Unit:
     # changed environment only marks the unit "restart to apply".
     restart_on_env: tuple[str, ...] = ()
     enabled: bool = True
+    autostart: bool = True
+    """False: not started at boot or when added by a reload, only by a start command
+    (supervisord's ``autostart=false``)."""
+    process_group: str | None = None
+    """supervisord's group name (``[group:x]``, a ``numprocs`` program); None: its own name."""
     missing_program: MissingProgram = MissingProgram.FAIL
     condition: Condition = field(default_factory=Condition)
     depends_on: Mapping[str, DependencyCondition] = field(

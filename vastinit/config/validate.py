@@ -78,6 +78,8 @@ _TOP = (
     "secrets",
     "restart_on_env",
     "enabled",
+    "autostart",
+    "process_group",
     "missing_program",
     "condition",
     "depends_on",
@@ -162,6 +164,8 @@ class _Builder:
             secrets=self.secrets(t),
             restart_on_env=self.restart_on_env(t, unit_type),
             enabled=_or(self.boolean(t, ("enabled",)), True),
+            autostart=_or(self.boolean(t, ("autostart",)), True),
+            process_group=self.process_group(t),
             missing_program=self.enum(t, ("missing_program",), MissingProgram)
             or MissingProgram.FAIL,
             condition=self.condition(t),
@@ -174,6 +178,13 @@ class _Builder:
             schedule=schedule,
             expose=self.expose(t),
         )
+
+    def process_group(self, t: Table) -> str | None:
+        group = self.string(t, ("process_group",), nonempty=True)
+        if group is not None and not UNIT_NAME.fullmatch(group):
+            self.report(("process_group",), "process_group: use only letters, digits and - _ . @")
+            return None
+        return group
 
     def command(self, t: Table) -> tuple[str, ...]:
         path: KeyPath = ("command",)

@@ -258,7 +258,8 @@ async def apply_reload(manager: Manager, plan: ReloadPlan) -> None:
         if runner is not None and runner.start_env is plan.seen.get(name):
             runner.set_restart_to_apply(note)
     for name in plan.added:
-        manager.begin(name, "added by reload")
+        if plan.units[name].autostart:  # supervisord's autostart=false: added, not started
+            manager.begin(name, "added by reload")
     touched = set(plan.added) | set(plan.changed) | set(plan.env_restart)
     # Transient units are in no plan list but may depend on a unit a file added or changed.
     transient = [n for n, r in manager.runners.items() if r.unit.transient]
