@@ -51,8 +51,11 @@ def main_run(argv: list[str]) -> int:
     from vastinit.errors import ConfigError
 
     unit_dirs = [Path(d) for d in args.units] if args.units else paths.default_unit_dirs()
+    from vastinit.errors import ConfigProblem
+
+    warnings: list[ConfigProblem] = []
     try:
-        units = load_units(unit_dirs)
+        units = load_units(unit_dirs, warnings=warnings)
     except ConfigError as exc:
         for problem in exc.problems:
             print(problem, file=sys.stderr)
@@ -61,6 +64,8 @@ def main_run(argv: list[str]) -> int:
             file=sys.stderr,
         )
         return 2
+    for warning in warnings:
+        print(warning, file=sys.stderr)
     from vastinit.logs.filesink import prepare_log_dir, resolve_group
 
     log_dir = Path(args.log_dir) if args.log_dir else paths.default_log_dir()

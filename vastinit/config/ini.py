@@ -281,9 +281,7 @@ def _expand(text: str, expansions: Mapping[str, object]) -> str | None:
         return None
 
 
-def _expansions(
-    path: Path, program: str, group: str, num: int, numprocs: int
-) -> dict[str, object]:
+def _expansions(path: Path, program: str, group: str, num: int, numprocs: int) -> dict[str, object]:
     out: dict[str, object] = {f"ENV_{k}": v for k, v in os.environ.items()}
     out.update(
         here=str(path.parent.resolve()),
@@ -430,7 +428,7 @@ def _to_unit(
             umask = v.get("umask")
             if umask is not None:
                 # supervisord sets the umask before exec; a tiny shell does it here.
-                script = f"umask {shlex.quote(umask.strip())} && exec \"$$@\""
+                script = f'umask {shlex.quote(umask.strip())} && exec "$$@"'
                 argv = ["/bin/sh", "-c", script, "sh", *argv]
             put(("command",), argv, "command")
         else:

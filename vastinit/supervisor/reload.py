@@ -16,6 +16,7 @@ refused the same way: logged with its traceback, the old configuration kept.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -306,9 +307,13 @@ class Reloader:
             # A reload waits for the one before it, so it diffs against the units that one
             # left, never against a half-applied state.
             try:
+                warnings: list[ConfigProblem] = []
                 units = await anyio.to_thread.run_sync(
-                    load_units, self.unit_dirs, abandon_on_cancel=True
+                    functools.partial(load_units, self.unit_dirs, warnings=warnings),
+                    abandon_on_cancel=True,
                 )
+                for warning in warnings:
+                    log.warning("reload: unit file warning", problem=str(warning))
                 conflicts = transient_conflicts(self.manager, units)
                 if conflicts:
                     raise ConfigError(conflicts)

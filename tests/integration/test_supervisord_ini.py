@@ -1,0 +1,72 @@
+"""supervisord INI programs under a real `vastinit run`: the image README's recipe."""
+
+from __future__ import annotations
+
+import subprocess
+from collections.abc import Callable
+from pathlib import Path
+
+from tests.harness import Vastinit, wait_until, write_unit
+from tests.integration.test_ctl import status_of, supervisorctl, wait_status
+
+Start = Callable[..., Vastinit]
+
+
+def test_readme_recipe_conf_d_program_runs_after_reread_and_update(
+    tmp_path: Path, units_dir: Path, vastinit_run: Start
+) -> None:
+    etc = tmp_path / "etc-supervisor"
+    (etc / "conf.d").mkdir(parents=True)
+    app = tmp_path / "run.sh"
+    app.write_text("#!/bin/sh\necho my-app says hello\nexec sleep 600\n")
+    app.chmod(0o755)
+    write_unit(units_dir, "base", 'command = ["sleep", "600"]')
+    env = {"VASTINIT_ROLE": "box", "VASTINIT_SUPERVISOR_DIR": str(etc)}
+    v = vastinit_run(control=True, env=env)
+    v.wait_control()
+    wait_status(v, "base", "ready")
+
+    # The README, verbatim but for the paths:
+    #   echo "[program:my-app]
+    #   command=/opt/my-app/run.sh" > /etc/supervisor/conf.d/my-app.conf
+    #   supervisorctl reread && supervisorctl update
+    subprocess.run(
+        ["sh", "-c", f'echo "[program:my-app]\ncommand={app}" > {etc}/conf.d/my-app.conf'],
+        check=True,
+    )
+    reread = supervisorctl(v, "reread")
+    assert (reread.returncode, reread.stdout) == (0, "my-app: available\n"), reread
+    update = supervisorctl(v, "update")
+    assert (update.returncode, update.stdout) == (0, "my-app: added process group\n"), update
+    pid = wait_status(v, "my-app", "ready")["pid"]
+    assert pid > 0
+
+    def logged() -> bool:
+        out = v.ctl("logs", "my-app")
+        return out.returncode == 0 and "my-app says hello" in out.stdout
+
+    wait_until(logged, 10, "my-app's output in `ctl logs`")
+
+    (etc / "conf.d" / "my-app.conf").unlink()
+    assert supervisorctl(v, "reread").stdout == "my-app: disappeared\n"
+    update = supervisorctl(v, "update")
+    assert update.returncode == 0, update
+    assert "my-app: removed process group" in update.stdout
+    assert "my-app" not in status_of(v)
+    wait_until(lambda: not Path(f"/proc/{pid}").exists(), 10, "my-app's process to be gone")
+    assert v.terminate() == 0
+
+
+def test_ini_files_in_etc_supervisor_are_ignored_on_a_workstation(
+    tmp_path: Path, units_dir: Path, vastinit_run: Start
+) -> None:
+    etc = tmp_path / "etc-supervisor"
+    (etc / "conf.d").mkdir(parents=True)
+    (etc / "conf.d" / "x.conf").write_text("[program:x]\ncommand=sleep 600\n")
+    write_unit(units_dir, "base", 'command = ["sleep", "600"]')
+    env = {"VASTINIT_ROLE": "workstation", "VASTINIT_SUPERVISOR_DIR": str(etc)}
+    v = vastinit_run(control=True, env=env)
+    v.wait_control()
+    wait_status(v, "base", "ready")
+    assert "x" not in status_of(v)
+    assert v.terminate() == 0
