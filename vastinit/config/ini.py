@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import configparser
 import glob
+import itertools
 import os
 import re
 import shlex
@@ -531,7 +532,7 @@ def _apply_priorities(programs: list[Program]) -> None:
     if len(levels) < 2:
         return
     below: dict[int, list[str]] = {}
-    for previous, level in zip(levels, levels[1:], strict=False):
+    for previous, level in itertools.pairwise(levels):
         below[level] = sorted(p.name for p in starting if p.priority == previous)
     for prog in programs:
         deps = below.get(prog.priority)

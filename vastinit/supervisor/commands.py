@@ -180,6 +180,8 @@ class SupervisorCommands:
             item["description"] = runner.unit.description
             item["fine"] = snap.state in FINE
             item["transient"] = runner.unit.transient
+            item["group"] = runner.unit.process_group or runner.unit.name
+            item["autostart"] = runner.unit.autostart
             out.append(item)
         return out
 
@@ -316,6 +318,11 @@ class SupervisorCommands:
             plan.unchanged,
             env_restart=dict(plan.env_restart),
             restart_to_apply=plan.notes,
+            groups={
+                name: plan.units[name].process_group or name
+                for name in [*plan.added, *plan.changed]
+                if name in plan.units
+            },
         )
 
     def _check_log_names(self, names: Sequence[str]) -> None:
