@@ -600,7 +600,10 @@ def test_supervisorctl_habits_keep_working(units_dir: Path, vastinit_run: Start)
     wait_status(v, "provisioning", "exited")
 
     status = supervisorctl(v, "status")
-    assert status.returncode == 0, status
+    assert status.returncode == 3, status  # as supervisord: EXITED is not RUNNING
+    assert supervisorctl(v, "status", "sglang").returncode == 0
+    nosuch = supervisorctl(v, "status", "nosuch")
+    assert (nosuch.returncode, nosuch.stdout) == (4, "nosuch: ERROR (no such process)\n")
     lines = dict(line.split(None, 1) for line in status.stdout.splitlines())
     assert lines["sglang"].startswith(f"RUNNING    pid {first}, uptime 0:00:")
     assert lines["provisioning"].startswith("EXITED")

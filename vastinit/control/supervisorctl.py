@@ -57,12 +57,26 @@ def _expand_all(client: Client, names: list[str]) -> list[str]:
     return [u["name"] for u in client.get("/v1/status")["units"]]
 
 
+EXIT_NO_SUCH = 4
+"""supervisorctl status: a name that is no process (LSB "program or service status unknown")."""
+
+
 def _status(client: Client, names: list[str]) -> int:
-    data = client.get(query("/v1/status", {"unit": names}))
+    """supervisorctl's exit codes: 0 all RUNNING, 3 one is not, 4 an unknown name."""
+    known = {u["name"] for u in client.get("/v1/status")["units"]}
+    missing = [n for n in names if n not in known]
+    for name in missing:
+        print(f"{name}: ERROR (no such process)")
+    wanted = [n for n in names if n in known]
+    if names and not wanted:
+        return EXIT_NO_SUCH
+    data = client.get(query("/v1/status", {"unit": wanted}))
     for unit in data["units"]:
         print(fmt.supervisor_status_line(unit, data["now"]))
-    fine = all(u["state"] in fmt.FINE_STATES for u in data["units"])
-    return cli.EXIT_OK if fine else cli.EXIT_NOT_FINE
+    if missing:
+        return EXIT_NO_SUCH
+    running = all(u["state"] in ("ready", "running") for u in data["units"])
+    return cli.EXIT_OK if running else cli.EXIT_NOT_FINE
 
 
 def _action(client: Client, verb: str, names: list[str]) -> int:
