@@ -77,7 +77,9 @@ def box(tmp_path: Path, units_dir: Path, vastinit_run: Start) -> Iterator[Vastin
 
 def real_supervisorctl(v: Vastinit, *args: str) -> subprocess.CompletedProcess[str]:
     argv = [sys.executable, "-m", "supervisor.supervisorctl", "-s", f"unix://{v.socket}", *args]
-    return subprocess.run(argv, capture_output=True, text=True, timeout=60, stdin=subprocess.DEVNULL)
+    return subprocess.run(
+        argv, capture_output=True, text=True, timeout=60, stdin=subprocess.DEVNULL
+    )
 
 
 def fault(call: Callable[[], Any]) -> int:
@@ -210,8 +212,16 @@ def test_the_real_supervisorctl_works_against_vastinit(box: Vastinit) -> None:
     assert real_supervisorctl(box, "version").stdout.startswith("4.3.0")
     assert "manual" in real_supervisorctl(box, "avail").stdout
     follow = subprocess.Popen(
-        [sys.executable, "-m", "supervisor.supervisorctl", "-s", f"unix://{box.socket}"]
-        + ["tail", "-f", "web"],
+        [
+            sys.executable,
+            "-m",
+            "supervisor.supervisorctl",
+            "-s",
+            f"unix://{box.socket}",
+            "tail",
+            "-f",
+            "web",
+        ],
         stdout=subprocess.PIPE,
         text=True,
     )
