@@ -65,7 +65,11 @@ def box(tmp_path: Path, units_dir: Path, vastinit_run: Start) -> Iterator[Vastin
     etc = tmp_path / "etc-supervisor"
     (etc / "conf.d").mkdir(parents=True)
     (etc / "conf.d" / "progs.conf").write_text(CONF)
-    env = {"VASTINIT_ROLE": "box", "VASTINIT_SUPERVISOR_DIR": str(etc)}
+    env = {
+        "VASTINIT_ROLE": "box",
+        "VASTINIT_SUPERVISOR_DIR": str(etc),
+        "VASTINIT_SUPERVISOR_SOCKET": str(tmp_path / "supervisor.sock"),
+    }
     v = vastinit_run(control=True, env=env)
     v.wait_control()
     wait_status(v, "web", "ready")
@@ -231,3 +235,39 @@ def test_the_real_supervisorctl_works_against_vastinit(box: Vastinit) -> None:
     finally:
         follow.kill()
         follow.wait()
+
+
+def test_real_supervisorctl_reread_update_add_remove(box: Vastinit, tmp_path: Path) -> None:
+    conf_d = tmp_path / "etc-supervisor" / "conf.d"
+    (conf_d / "extra.conf").write_text("[program:extra]\ncommand=sleep 600\n")
+    assert real_supervisorctl(box, "reread").stdout == "extra: available\n"
+    update = real_supervisorctl(box, "update")
+    assert (update.returncode, update.stdout) == (0, "extra: added process group\n"), update
+    wait_status(box, "extra", "ready")
+    text = (conf_d / "progs.conf").read_text().replace("echo web up", "echo web v2")
+    (conf_d / "progs.conf").write_text(text)
+    assert real_supervisorctl(box, "reread").stdout == "web: changed\n"
+    update = real_supervisorctl(box, "update", "web")
+    assert update.stdout == "web: stopped\nweb: updated process group\n", update
+    wait_status(box, "web", "ready")
+    wait_until(
+        lambda: "web v2" in real_supervisorctl(box, "tail", "web").stdout, 10, "web's new output"
+    )
+    (conf_d / "extra.conf").unlink()
+    assert real_supervisorctl(box, "reread").stdout == "extra: disappeared\n"
+    update = real_supervisorctl(box, "update")
+    assert update.stdout == "extra: stopped\nextra: removed process group\n", update
+    assert "extra" not in real_supervisorctl(box, "status").stdout
+    remove = real_supervisorctl(box, "remove", "web")
+    assert remove.stdout == "ERROR: process/group still running: web\n"
+    assert real_supervisorctl(box, "add", "web").stdout == "ERROR: process group already active\n"
+
+
+def test_supervisords_default_socket_path_leads_to_vastinit(box: Vastinit, tmp_path: Path) -> None:
+    alias = tmp_path / "supervisor.sock"
+    assert alias.is_symlink()
+    argv = [sys.executable, "-m", "supervisor.supervisorctl", "-s", f"unix://{alias}", "pid"]
+    result = subprocess.run(argv, capture_output=True, text=True, timeout=60)
+    assert result.stdout == f"{box.proc.pid}\n"
+    assert box.terminate() == 0
+    assert not alias.exists() and not alias.is_symlink()
