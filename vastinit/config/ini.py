@@ -356,7 +356,7 @@ def _program(
     if not isinstance(start, int) or start < 0:
         problem(path, lines.get("numprocs_start", section.line), program, "numprocs_start: bad")
         return []
-    for key in sorted(values):
+    for key in sorted(values, key=lambda k: lines.get(k, 0)):
         if key in UNSUPPORTED:
             warn(path, lines[key], program, f"{key}: not supported by vastinit; ignored")
         elif key not in MAPPED:
