@@ -144,6 +144,10 @@ class StopPolicy:
     mode: StopMode = StopMode.GROUP
     timeout: float = 10.0
     escaped: Escaped = Escaped.STOP
+    # What happens to the rest of the group when the main process exits on its own:
+    # "stop" (the default) stops it; "keep" leaves it running, like supervisord (it is then
+    # handled as escaped processes are).
+    leftovers: Escaped = Escaped.STOP
 
 
 @dataclass(frozen=True)

@@ -74,3 +74,39 @@ def test_ini_files_in_etc_supervisor_are_ignored_on_a_workstation(
     wait_status(v, "base", "ready")
     assert "x" not in status_of(v)
     assert v.terminate() == 0
+
+
+def test_an_ini_programs_leftovers_keep_running_after_its_main_process_exits(
+    tmp_path: Path, units_dir: Path, vastinit_run: Start
+) -> None:
+    pidfile = tmp_path / "child.pid"
+    (units_dir / "spawner.conf").write_text(
+        "[program:spawner]\n"
+        f"command=sh -c 'sleep 600 & echo $! > {pidfile}; exit 0'\n"
+        "autorestart=false\n"
+    )
+    write_unit(
+        units_dir,
+        "tomlspawner",
+        f"""command = "sleep 600 & echo $! > {pidfile}.toml; exit 0"
+        restart.policy = "never"
+        """,
+    )
+    v = vastinit_run(control=True, env={"VASTINIT_SUPERVISOR_SOCKET": ""})
+    v.wait_control()
+    wait_status(v, "spawner", "exited")
+    wait_status(v, "tomlspawner", "exited")
+    child = int(pidfile.read_text())
+    assert Path(f"/proc/{child}").exists()  # supervisord leaves it alone; so does vastinit
+    toml_child = int(Path(f"{pidfile}.toml").read_text())
+    wait_until(lambda: not _alive(toml_child), 10, "a TOML unit's leftover to be stopped")
+    assert v.terminate() == 0
+    wait_until(lambda: not _alive(child), 10, "the leftover to be stopped at shutdown")
+
+
+def _alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except FileNotFoundError:
+        return False

@@ -481,6 +481,7 @@ def _to_unit(
     )
     # supervisord leaves a program's other processes alone: they are not vastinit's to kill.
     put(("stop", "escaped"), "keep", "killasgroup")
+    put(("stop", "leftovers"), "keep", "killasgroup")
     stdout = v.get("stdout_logfile")
     if stdout is not None:
         low = stdout.strip().lower()

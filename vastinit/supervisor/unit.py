@@ -632,7 +632,10 @@ class UnitRunner:
             status = await child.wait()
             tg.cancel_scope.cancel()
         self.record_exit(status)
-        if group_alive(child.pgid):
+        # `[stop] leftovers = "keep"` (supervisord's way): what the main process left behind
+        # when it exited on its own keeps running; _after_run releases it.
+        keep = self.unit.stop.leftovers is Escaped.KEEP and self.sm.state is not S.STOPPING
+        if group_alive(child.pgid) and not keep:
             if self.sm.state is not S.STOPPING:
                 self.sm.set(
                     S.STOPPING, f"main process {status}; stopping what is left of its group"
