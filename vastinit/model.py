@@ -155,6 +155,9 @@ class LogSpec:
     file: str | None = None  # None: NAME.log; "": no file; else relative to the log dir
     max_size: int = 10 * 1024 * 1024
     keep: int = 3
+    # None: stderr goes to ``file`` with stdout; "": stderr in no file; else stderr's own
+    # file (supervisord's ``redirect_stderr=false`` with a ``stderr_logfile``)
+    stderr_file: str | None = None
 
 
 @dataclass(frozen=True)

@@ -110,3 +110,30 @@ def _alive(pid: int) -> bool:
             return f.read().rsplit(")", 1)[1].split()[0] != "Z"
     except FileNotFoundError:
         return False
+
+
+def test_redirect_stderr_false_keeps_stderr_in_its_own_file(
+    tmp_path: Path, units_dir: Path, vastinit_run: Start
+) -> None:
+    (units_dir / "both.conf").write_text(
+        "[program:apart]\n"
+        "command=sh -c 'echo to-out; echo to-err >&2; exec sleep 600'\n"
+        "[program:together]\n"
+        "command=sh -c 'echo to-out; echo to-err >&2; exec sleep 600'\n"
+        "redirect_stderr=true\n"
+    )
+    v = vastinit_run(control=True, env={"VASTINIT_SUPERVISOR_SOCKET": ""})
+    v.wait_control()
+    logs = tmp_path / "logs"
+
+    def written(name: str, text: str) -> bool:
+        path = logs / name
+        return path.exists() and text in path.read_text()
+
+    wait_until(lambda: written("apart.stderr.log", "to-err"), 10, "apart's stderr file")
+    wait_until(lambda: written("apart.log", "to-out"), 10, "apart's stdout file")
+    wait_until(lambda: written("together.log", "to-err"), 10, "together's one file")
+    assert "to-err" not in (logs / "apart.log").read_text()
+    assert "to-out" not in (logs / "apart.stderr.log").read_text()
+    assert not (logs / "together.stderr.log").exists()
+    assert v.terminate() == 0

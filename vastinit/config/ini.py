@@ -83,6 +83,10 @@ UNSUPPORTED = frozenset(
         "serverurl",
     }
 )
+# Log file names that mean "no file of its own": vastinit's stdout already has every line.
+_NO_FILE = frozenset(
+    {"none", "off", "/dev/stdout", "/dev/stderr", "/dev/fd/1", "/dev/fd/2", "/dev/null"}
+)
 # Sections that configure supervisord itself: vastinit has its own equivalents.
 _SERVER_SECTIONS = ("supervisord", "supervisorctl", "unix_http_server", "inet_http_server")
 
@@ -485,7 +489,7 @@ def _to_unit(
     stdout = v.get("stdout_logfile")
     if stdout is not None:
         low = stdout.strip().lower()
-        if low in ("none", "off", "/dev/stdout", "/dev/stderr", "/dev/null"):
+        if low in _NO_FILE:
             put(("log", "file"), "", "stdout_logfile")
         elif low != "auto":
             put(("log", "file"), _dollar(stdout.strip()), "stdout_logfile")
@@ -496,8 +500,16 @@ def _to_unit(
     if "stdout_logfile_backups" in v:
         put(("log", "keep"), _int(v["stdout_logfile_backups"]), "stdout_logfile_backups")
     redirect = _bool(v.get("redirect_stderr", "false")) is True
-    if not redirect and ("stderr_logfile" in v or stdout is not None):
-        p.notes[("log",)] = "stderr is written to the same log as stdout"
+    if not redirect:
+        # supervisord keeps stderr apart: its own file (AUTO: NAME.stderr.log), or none.
+        stderr = v.get("stderr_logfile", "AUTO").strip()
+        low = stderr.lower()
+        if low in _NO_FILE:
+            put(("log", "stderr_file"), "", "stderr_logfile")
+        elif low == "auto":
+            put(("log", "stderr_file"), f"{name}.stderr.log", "redirect_stderr")
+        else:
+            put(("log", "stderr_file"), _dollar(stderr), "stderr_logfile")
     priority = _int(v.get("priority", "999"))
     p.priority = priority if isinstance(priority, int) else 999
     p.lines[("depends_on",)] = lines.get("priority", section.line)

@@ -97,7 +97,7 @@ _PROBE_TIMING = ("interval", "timeout")
 _CONDITION = ("env", "path_exists", "path_missing")
 _RESTART = ("policy", "delay", "max_delay", "limit", "window", "essential")
 _STOP = ("signal", "mode", "timeout", "escaped", "leftovers")
-_LOG = ("file", "max_size", "keep")
+_LOG = ("file", "max_size", "keep", "stderr_file")
 _SCHEDULE = ("cron", "timezone", "overlap", "run_on_start")
 _EXPOSE = ("port", "target", "path", "label", "auth", "pass_credentials")
 
@@ -456,6 +456,7 @@ class _Builder:
             file=self.string(table, (*base, "file"), template=True),
             max_size=_or(max_size, d.max_size),
             keep=_or(self.integer(table, (*base, "keep"), minimum=0), d.keep),
+            stderr_file=self.string(table, (*base, "stderr_file"), template=True),
         )
 
     def schedule(self, t: Table, unit_type: UnitType) -> Schedule | None:

@@ -608,7 +608,9 @@ class UnitRunner:
         identity = await anyio.to_thread.run_sync(
             resolve_identity, unit.user, unit.group, abandon_on_cancel=True
         )
-        ulog = self.ctx.mux.unit_log(unit.name, unit.log_file, unit.log.max_size, unit.log.keep)
+        ulog = self.ctx.mux.unit_log(
+            unit.name, unit.log_file, unit.log.max_size, unit.log.keep, unit.log.stderr_file
+        )
         if self.prestart_hook is not None:
             try:
                 self.prestart_hook(self, unit, spawn_env, ulog)
