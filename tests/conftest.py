@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -9,6 +10,12 @@ from typing import Any
 import pytest
 
 from tests.harness import Vastinit
+
+# Tests never read this machine's /etc/supervisor nor link /var/run/supervisor.sock, even
+# on a host that looks like a box (VAST_CONTAINERLABEL set): a test that wants the box
+# role sets VASTINIT_ROLE=box with a scratch VASTINIT_SUPERVISOR_DIR itself.
+os.environ.setdefault("VASTINIT_ROLE", "workstation")
+os.environ.setdefault("VASTINIT_SUPERVISOR_SOCKET", "")
 
 
 @pytest.fixture
