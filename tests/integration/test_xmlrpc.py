@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import http.client
+import re
 import socket
 import subprocess
 import sys
@@ -271,3 +272,48 @@ def test_supervisords_default_socket_path_leads_to_vastinit(box: Vastinit, tmp_p
     assert result.stdout == f"{box.proc.pid}\n"
     assert box.terminate() == 0
     assert not alias.exists() and not alias.is_symlink()
+
+
+def own_supervisorctl(v: Vastinit, *args: str) -> subprocess.CompletedProcess[str]:
+    code = "import sys; from vastinit.control.supervisorctl import main; sys.exit(main())"
+    argv = [sys.executable, "-c", code, "-s", f"unix://{v.socket}", *args]
+    return subprocess.run(argv, capture_output=True, text=True, timeout=60)
+
+
+def test_vastinits_own_supervisorctl_prints_what_the_real_one_does(box: Vastinit) -> None:
+    for args in (
+        ("status", "manual", "once", "crash"),
+        ("status", "nosuch"),
+        ("start", "web"),
+        ("stop", "manual"),
+        ("start", "nosuch"),
+        ("stop", "nosuch"),
+        ("pid", "nosuch"),
+        ("signal", "HUP", "manual"),
+        ("signal", "HUP", "nosuch"),
+        ("tail", "nosuch"),
+        ("avail",),
+        ("clear", "web"),
+        ("reread",),
+    ):
+        real, own = real_supervisorctl(box, *args), own_supervisorctl(box, *args)
+        if args[0] == "avail":  # supervisord lists avail by group:name, vastinit by unit
+            real_lines = [line.split()[0].split(":")[-1] for line in real.stdout.splitlines()]
+            assert real_lines == [line.split()[0] for line in own.stdout.splitlines()]
+            continue
+        assert (own.returncode, own.stdout) == (real.returncode, real.stdout), args
+    # the verbs that change something: vastinit's first, then both on the result
+    assert own_supervisorctl(box, "start", "manual").stdout == "manual: started\n"
+    for args in (("pid", "manual"), ("signal", "CONT", "manual"), ("status", "manual")):
+        real, own = real_supervisorctl(box, *args), own_supervisorctl(box, *args)
+        uptime = re.compile(r"uptime \S+")  # the two run a moment apart
+        assert (own.returncode, uptime.sub("", own.stdout)) == (
+            real.returncode,
+            uptime.sub("", real.stdout),
+        ), args
+    assert own_supervisorctl(box, "stop", "manual").stdout == "manual: stopped\n"
+    real, own = (
+        real_supervisorctl(box, "status", "manual"),
+        own_supervisorctl(box, "status", "manual"),
+    )
+    assert (own.returncode, own.stdout) == (real.returncode, real.stdout)

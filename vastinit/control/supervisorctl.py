@@ -21,7 +21,7 @@ _IGNORED_WITH_VALUE = frozenset(
     {"-c", "--configuration", "-u", "--username", "-p", "--password", "-r", "--history-file"}
 )
 # verbs handed to `vastinit ctl` unchanged (after `all` is expanded)
-_PASS_THROUGH = frozenset({"tail", "pid", "signal", "reread", "update", "avail", "shutdown"})
+_PASS_THROUGH = frozenset({"reread", "update", "shutdown"})
 USAGE = """\
 usage: supervisorctl [-s unix:///PATH] VERB [ARGS...]   (vastinit's supervisorctl)
 
@@ -79,10 +79,54 @@ def _status(client: Client, names: list[str]) -> int:
     return cli.EXIT_OK if running else cli.EXIT_NOT_FINE
 
 
-def _action(client: Client, verb: str, names: list[str]) -> int:
+_LSB_NOT_RUNNING = 7
+"""supervisorctl's exit status for pid/signal of a program that is not running."""
+_RUNNING = frozenset({"waiting", "starting", "running", "ready", "backoff"})
+
+
+def _known(client: Client) -> dict[str, str]:
+    """Every unit's state, by name."""
+    return {u["name"]: u["state"] for u in client.get("/v1/status")["units"]}
+
+
+def _hint(name: str, known: dict[str, str]) -> None:
+    """vastinit's addition on stderr (stdout is supervisorctl's): the close matches."""
+    import difflib
+
+    close = difflib.get_close_matches(name, list(known), n=3, cutoff=0.6)
+    hint = f" (did you mean {', '.join(close)}?)" if close else ""
+    print(f"{PROG}: no unit {name!r}{hint}", file=sys.stderr)
+
+
+def _action(client: Client, verb: str, names: list[str], *, every: bool = False) -> int:
+    """start/stop/restart with supervisorctl's messages: ``NAME: ERROR (no such process)``
+    (exit 1), ``ERROR (already started)``, ``ERROR (not running)``."""
     if not names:
         print(f"Error: {verb} requires a process name", file=sys.stderr)
         return cli.EXIT_USAGE
+    states = _known(client)
+    code = cli.EXIT_OK
+    todo = []
+    if every:  # `all`: as supervisord, only those the verb applies to
+        names = [
+            n
+            for n in names
+            if (verb == "stop") == (states.get(n) in (*_RUNNING, "stopping")) or verb == "restart"
+        ]
+    for name in names:
+        if name not in states:
+            print(f"{name}: ERROR (no such process)")
+            _hint(name, states)
+            code = cli.EXIT_ERROR
+        elif verb == "start" and states[name] in _RUNNING:
+            print(f"{name}: ERROR (already started)")
+        elif verb == "stop" and states[name] not in (*_RUNNING, "stopping"):
+            print(f"{name}: ERROR (not running)")
+        else:
+            todo.append(name)
+    if not todo:
+        return code
+    names = todo
     reply = client.post(f"/v1/{verb}", {"units": names, "wait": True, "timeout": None})
     for result in reply["results"]:
         name = result["name"]
@@ -94,7 +138,77 @@ def _action(client: Client, verb: str, names: list[str]) -> int:
             print(f"{name}: stopped\n{name}: started")
         else:
             print(f"{name}: started")
-    return cli.EXIT_OK if reply["ok"] else cli.EXIT_NOT_FINE
+    return code if reply["ok"] else cli.EXIT_NOT_FINE
+
+
+def _pid(client: Client, names: list[str]) -> int:
+    states = {u["name"]: u for u in client.get("/v1/status")["units"]}
+    if not names:
+        print(client.get("/v1/version")["pid"])
+        return cli.EXIT_OK
+    code = cli.EXIT_OK
+    for name in names:
+        if name not in states:
+            print(f"No such process {name}")
+            code = cli.EXIT_ERROR
+        else:
+            print(states[name].get("pid") or 0)
+            if not states[name].get("pid"):
+                code = _LSB_NOT_RUNNING
+    return code
+
+
+def _signal(client: Client, args: list[str]) -> int:
+    if len(args) < 2:
+        print("Error: signal requires a signal name and a process name")
+        return cli.EXIT_USAGE
+    sig, names = args[0], args[1:]
+    states = _known(client)
+    code = cli.EXIT_OK
+    for name in names:
+        if name not in states:
+            print(f"{name}: ERROR (no such process)")
+            code = cli.EXIT_ERROR
+        elif states[name] not in (*_RUNNING, "stopping"):
+            print(f"{name}: ERROR (not running)")
+            code = _LSB_NOT_RUNNING
+        else:
+            result = client.post("/v1/signal", {"unit": name, "signal": sig})
+            if result.get("pid"):
+                print(f"{name}: signalled")
+    return code
+
+
+def _avail(client: Client) -> int:
+    """supervisorctl's avail: ``NAME  in use|avail  auto|manual  999:999``."""
+    autostart = {u["name"]: u.get("autostart", True) for u in client.get("/v1/status")["units"]}
+    for unit in client.get("/v1/avail")["units"]:
+        use = "in use" if unit["loaded"] else "avail"
+        start = "manual" if autostart.get(unit["name"]) is False else "auto"
+        print(f"{unit['name']:<32} {use:<9} {start:<9} 999:999")
+    return cli.EXIT_OK
+
+
+def _clear(client: Client, names: list[str]) -> int:
+    states = _known(client)
+    code = cli.EXIT_OK
+    for name in names:
+        if name in states:
+            print(f"{name}: cleared")  # vastinit keeps the log; its file rotates by size
+        else:
+            print(f"{name}: ERROR (no such process)")
+            code = cli.EXIT_ERROR
+    return code
+
+
+def _tail(client: Client, rest: list[str], socket_args: list[str]) -> int:
+    names = [a for a in rest if not a.startswith("-") and a not in ("stdout", "stderr")]
+    states = _known(client)
+    for name in names:
+        if name not in states:
+            print(f"{name}: ERROR (no such process name)")
+            return cli.EXIT_ERROR
+    return cli.run([*socket_args, "tail", *rest], prog=PROG)
 
 
 def _version(client: Client) -> int:
@@ -113,19 +227,23 @@ def run(argv: list[str]) -> int:
         verb = "update"  # supervisord's reload restarts everything; ours changes only what changed
     socket_args = ["--socket", socket] if socket else []
     client = Client(cli.socket_path(socket))
+    every = "all" in rest
     handlers: dict[str, Callable[[], int]] = {
         "status": lambda: _status(client, _expand_all(client, rest)),
-        "start": lambda: _action(client, "start", _expand_all(client, rest)),
-        "stop": lambda: _action(client, "stop", _expand_all(client, rest)),
-        "restart": lambda: _action(client, "restart", _expand_all(client, rest)),
+        "start": lambda: _action(client, "start", _expand_all(client, rest), every=every),
+        "stop": lambda: _action(client, "stop", _expand_all(client, rest), every=every),
+        "restart": lambda: _action(client, "restart", _expand_all(client, rest), every=every),
         "version": lambda: _version(client),
+        "pid": lambda: _pid(client, _expand_all(client, rest)),
+        "signal": lambda: _signal(client, [*rest[:1], *_expand_all(client, rest[1:])]),
+        "avail": lambda: _avail(client),
+        "clear": lambda: _clear(client, _expand_all(client, rest)),
+        "tail": lambda: _tail(client, rest, socket_args),
     }
     try:
         if verb in handlers:
             return handlers[verb]()
         if verb in _PASS_THROUGH:
-            if verb in ("pid", "signal") and "all" in rest:
-                rest = [*rest[: rest.index("all")], *_expand_all(client, ["all"])]
             return cli.run([*socket_args, verb, *rest], prog=PROG)
     except CtlError as exc:
         print(f"{PROG}: {exc}", file=sys.stderr)
