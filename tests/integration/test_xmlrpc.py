@@ -317,3 +317,13 @@ def test_vastinits_own_supervisorctl_prints_what_the_real_one_does(box: Vastinit
         own_supervisorctl(box, "status", "manual"),
     )
     assert (own.returncode, own.stdout) == (real.returncode, real.stdout)
+
+
+def test_vastinits_own_supervisorctl_takes_group_names(box: Vastinit) -> None:
+    real, own = real_supervisorctl(box, "status", "w:*"), own_supervisorctl(box, "status", "w:*")
+    uptime = re.compile(r"uptime \S+")
+    assert uptime.sub("", own.stdout) == uptime.sub("", real.stdout)
+    assert own.stdout.startswith("w:w_00 ")
+    stop = own_supervisorctl(box, "stop", "w:*")
+    assert stop.stdout == "w:w_00: stopped\nw:w_01: stopped\nw:w_02: stopped\n"
+    assert own_supervisorctl(box, "start", "w:w_01").stdout == "w:w_01: started\n"

@@ -151,7 +151,9 @@ def supervisor_status_line(unit: dict[str, Any], now: float) -> str:
             desc = "Not started"
     else:
         desc = unit.get("cause") or ""
-    return f"{unit['name']:<33}{word:<10}{desc}".rstrip()
+    name, group = unit["name"], unit.get("group") or unit["name"]
+    spec = name if group == name else f"{group}:{name}"  # supervisorctl's GROUP:NAME
+    return f"{spec:<33}{word:<10}{desc}".rstrip()
 
 
 def event_line(event: dict[str, Any]) -> str | None:

@@ -51,10 +51,22 @@ def _split_options(argv: list[str]) -> tuple[str | None, list[str]]:
 
 
 def _expand_all(client: Client, names: list[str]) -> list[str]:
-    """``all`` (or ``group:*``) means every unit, as in supervisorctl."""
-    if "all" not in names:
-        return [n[:-2] if n.endswith(":*") else n for n in names]
-    return [u["name"] for u in client.get("/v1/status")["units"]]
+    """supervisorctl's names: ``all`` is every unit, ``GROUP:*`` (or a group's bare name)
+    its units, ``GROUP:NAME`` the unit NAME."""
+    if not any(n == "all" or ":" in n for n in names):
+        return names
+    units = client.get("/v1/status")["units"]
+    if "all" in names:
+        return [u["name"] for u in units]
+    out: list[str] = []
+    for name in names:
+        group, colon, proc = name.partition(":")
+        if proc == "*":
+            members = [u["name"] for u in units if u.get("group", u["name"]) == group]
+            out += members or [group]
+        else:
+            out.append(proc if colon else name)
+    return out
 
 
 EXIT_NO_SUCH = 4
@@ -104,7 +116,10 @@ def _action(client: Client, verb: str, names: list[str], *, every: bool = False)
     if not names:
         print(f"Error: {verb} requires a process name", file=sys.stderr)
         return cli.EXIT_USAGE
-    states = _known(client)
+    units = client.get("/v1/status")["units"]
+    states = {u["name"]: u["state"] for u in units}
+    # supervisorctl names a unit of a group (numprocs, [group:x]) GROUP:NAME
+    spec = {u["name"]: _namespec(u) for u in units}
     code = cli.EXIT_OK
     todo = []
     if every:  # `all`: as supervisord, only those the verb applies to
@@ -119,9 +134,9 @@ def _action(client: Client, verb: str, names: list[str], *, every: bool = False)
             _hint(name, states)
             code = cli.EXIT_ERROR
         elif verb == "start" and states[name] in _RUNNING:
-            print(f"{name}: ERROR (already started)")
+            print(f"{spec[name]}: ERROR (already started)")
         elif verb == "stop" and states[name] not in (*_RUNNING, "stopping"):
-            print(f"{name}: ERROR (not running)")
+            print(f"{spec[name]}: ERROR (not running)")
         else:
             todo.append(name)
     if not todo:
@@ -129,7 +144,7 @@ def _action(client: Client, verb: str, names: list[str], *, every: bool = False)
     names = todo
     reply = client.post(f"/v1/{verb}", {"units": names, "wait": True, "timeout": None})
     for result in reply["results"]:
-        name = result["name"]
+        name = spec.get(result["name"], result["name"])
         if not result["ok"]:
             print(f"{name}: ERROR ({result['outcome']}: {result['cause']})", file=sys.stderr)
         elif verb == "stop":
@@ -139,6 +154,11 @@ def _action(client: Client, verb: str, names: list[str], *, every: bool = False)
         else:
             print(f"{name}: started")
     return code if reply["ok"] else cli.EXIT_NOT_FINE
+
+
+def _namespec(unit: dict[str, object]) -> str:
+    group, name = unit.get("group") or unit["name"], unit["name"]
+    return f"{name}" if group == name else f"{group}:{name}"
 
 
 def _pid(client: Client, names: list[str]) -> int:
