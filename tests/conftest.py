@@ -11,11 +11,12 @@ import pytest
 
 from tests.harness import Vastinit
 
-# Tests never touch this machine's /etc, crontabs or /etc/supervisor: every vastinit (and
-# `vastinit caddyfile`) they start is in the workstation role (SPEC §4.3), set here before
-# any fixture of any scope runs. A test of the box role sets VASTINIT_ROLE=box itself, with
-# scratch paths for everything the box role touches.
+# Tests never touch this machine's /etc, crontabs or /etc/supervisor, nor link
+# /var/run/supervisor.sock: every vastinit (and `vastinit caddyfile`) they start is in the
+# workstation role (SPEC §4.3), set here before any fixture of any scope runs. A test of the
+# box role sets VASTINIT_ROLE=box itself, with scratch paths for everything it touches.
 os.environ["VASTINIT_ROLE"] = "workstation"
+os.environ["VASTINIT_SUPERVISOR_SOCKET"] = ""
 
 
 @pytest.fixture

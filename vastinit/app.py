@@ -52,8 +52,11 @@ def main_run(argv: list[str]) -> int:
     from vastinit.errors import ConfigError
 
     unit_dirs = [Path(d) for d in args.units] if args.units else paths.default_unit_dirs()
+    from vastinit.errors import ConfigProblem
+
+    warnings: list[ConfigProblem] = []
     try:
-        units = load_units(unit_dirs)
+        units = load_units(unit_dirs, warnings=warnings)
     except ConfigError as exc:
         for problem in exc.problems:
             print(problem, file=sys.stderr)
@@ -62,6 +65,8 @@ def main_run(argv: list[str]) -> int:
             file=sys.stderr,
         )
         return 2
+    for warning in warnings:
+        print(warning, file=sys.stderr)
     from vastinit.logs.filesink import prepare_log_dir, resolve_group
 
     log_dir = Path(args.log_dir) if args.log_dir else paths.default_log_dir()
@@ -93,6 +98,7 @@ def main_run(argv: list[str]) -> int:
             return 2
     from vastinit.health.notify import remove_notify_dir
 
+    alias = _supervisor_socket_alias(socket) if listener is not None else None
     try:
         code: int = anyio.run(_run, units, unit_dirs, log_dir, listener, log_group)
     except Exception:
@@ -105,6 +111,8 @@ def main_run(argv: list[str]) -> int:
     finally:
         if listener is not None:
             listener.close()
+        if alias is not None:
+            _remove_alias(alias, socket)
         # os._exit below skips atexit: remove the notify sockets' directory here.
         remove_notify_dir()
     # Everything is stopped and flushed: skip the interpreter's teardown (40-90 ms of module
@@ -112,6 +120,34 @@ def main_run(argv: list[str]) -> int:
     sys.stdout.flush()
     sys.stderr.flush()
     os._exit(code)
+
+
+SUPERVISOR_SOCKET = "/var/run/supervisor.sock"
+"""supervisord's default socket: tools that hard-code it find vastinit's (box role only)."""
+
+
+def _supervisor_socket_alias(socket: Path) -> Path | None:
+    """In the box role, a symlink at supervisord's socket path (``$VASTINIT_SUPERVISOR_SOCKET``
+    overrides it; empty: none) to vastinit's socket, when that path is free; else None."""
+    from vastinit.role import box_role
+
+    path = os.environ.get("VASTINIT_SUPERVISOR_SOCKET", SUPERVISOR_SOCKET)
+    if not path or not box_role() or Path(path) == socket:
+        return None
+    alias = Path(path)
+    try:
+        os.symlink(socket.resolve(), alias)
+    except OSError:
+        return None  # taken (a real supervisord), or no such directory: leave it alone
+    return alias
+
+
+def _remove_alias(alias: Path, socket: Path) -> None:
+    try:
+        if alias.is_symlink() and os.readlink(alias) == str(socket.resolve()):
+            alias.unlink()
+    except OSError:
+        pass
 
 
 # vastinit itself failed (a bug in the supervisor, not in a unit): EX_SOFTWARE.

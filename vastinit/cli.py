@@ -15,6 +15,11 @@ from collections.abc import Callable, Sequence
 VERBS: dict[str, tuple[str, str, str]] = {
     "run": ("vastinit.app", "main_run", "run the supervisor in the foreground (PID 1 or not)"),
     "check": ("vastinit.config.check", "main", "validate unit files and print the start order"),
+    "import": (
+        "vastinit.config.ini_import",
+        "main",
+        "write supervisord [program:x] sections as TOML unit files",
+    ),
     "ctl": ("vastinit.control.cli", "main", "control a running vastinit (status, restart...)"),
     "launch": ("vastinit.stack.launch", "main", "build a server's argv and exec it (sglang)"),
     "provision": ("vastinit.stack.provision", "main", "run first-boot provisioning"),

@@ -150,6 +150,10 @@ class StopPolicy:
     mode: StopMode = StopMode.GROUP
     timeout: float = 10.0
     escaped: Escaped = Escaped.STOP
+    # What happens to the rest of the group when the main process exits on its own:
+    # "stop" (the default) stops it; "keep" leaves it running, like supervisord (it is then
+    # handled as escaped processes are).
+    leftovers: Escaped = Escaped.STOP
 
 
 @dataclass(frozen=True)
@@ -157,6 +161,9 @@ class LogSpec:
     file: str | None = None  # None: NAME.log; "": no file; else relative to the log dir
     max_size: int = 10 * 1024 * 1024
     keep: int = 3
+    # None: stderr goes to ``file`` with stdout; "": stderr in no file; else stderr's own
+    # file (supervisord's ``redirect_stderr=false`` with a ``stderr_logfile``)
+    stderr_file: str | None = None
 
 
 @dataclass(frozen=True)
@@ -196,6 +203,11 @@ class Unit:
     # changed environment only marks the unit "restart to apply".
     restart_on_env: tuple[str, ...] = ()
     enabled: bool = True
+    autostart: bool = True
+    """False: not started at boot or when added by a reload, only by a start command
+    (supervisord's ``autostart=false``)."""
+    process_group: str | None = None
+    """supervisord's group name (``[group:x]``, a ``numprocs`` program); None: its own name."""
     missing_program: MissingProgram = MissingProgram.FAIL
     condition: Condition = field(default_factory=Condition)
     depends_on: Mapping[str, DependencyCondition] = field(

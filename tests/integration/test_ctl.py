@@ -600,9 +600,12 @@ def test_supervisorctl_habits_keep_working(units_dir: Path, vastinit_run: Start)
     wait_status(v, "provisioning", "exited")
 
     status = supervisorctl(v, "status")
-    assert status.returncode == 0, status
+    assert status.returncode == 3, status  # as supervisord: EXITED is not RUNNING
+    assert supervisorctl(v, "status", "sglang").returncode == 0
+    nosuch = supervisorctl(v, "status", "nosuch")
+    assert (nosuch.returncode, nosuch.stdout) == (4, "nosuch: ERROR (no such process)\n")
     lines = dict(line.split(None, 1) for line in status.stdout.splitlines())
-    assert lines["sglang"].startswith(f"RUNNING    pid {first}, uptime 0:00:")
+    assert lines["sglang"].startswith(f"RUNNING   pid {first}, uptime 0:00:")
     assert lines["provisioning"].startswith("EXITED")
 
     restart = supervisorctl(v, "restart", "sglang")
@@ -612,10 +615,9 @@ def test_supervisorctl_habits_keep_working(units_dir: Path, vastinit_run: Start)
     assert supervisorctl(v, "pid", "sglang").stdout == f"{second}\n"
     assert supervisorctl(v, "tail", "sglang").stdout.endswith("serving\n")
     assert supervisorctl(v, "reread").stdout == "No config updates to processes\n"
-    assert supervisorctl(v, "stop", "all").stdout.splitlines() == [
-        "provisioning: stopped",
-        "sglang: stopped",
-    ]
+    # As supervisord's: `stop all` stops (and names) the running ones only.
+    assert supervisorctl(v, "stop", "all").stdout.splitlines() == ["sglang: stopped"]
+    assert supervisorctl(v, "stop", "sglang").stdout == "sglang: ERROR (not running)\n"
     assert supervisorctl(v, "status", "sglang").returncode == 3
     write_unit(units_dir, "extra", 'command = ["sleep", "60"]')
     assert supervisorctl(v, "reread").stdout == "extra: available\n"
@@ -623,7 +625,7 @@ def test_supervisorctl_habits_keep_working(units_dir: Path, vastinit_run: Start)
     assert supervisorctl(v, "update").stdout == "extra: added process group\n"
     wait_status(v, "extra", "ready")
     unknown = supervisorctl(v, "restart", "sglnag")
-    assert unknown.returncode == 1
+    assert (unknown.returncode, unknown.stdout) == (1, "sglnag: ERROR (no such process)\n")
     assert unknown.stderr == "supervisorctl: no unit 'sglnag' (did you mean sglang?)\n"
     assert v.terminate() == 0
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 import pytest
@@ -106,18 +107,26 @@ def test_log_line_prefixes_the_unit_only_when_asked() -> None:
 @pytest.mark.parametrize(
     ("fields", "line"),
     [
-        ({}, "web                              RUNNING    pid 42, uptime 0:01:15"),
+        ({}, "web                              RUNNING   pid 42, uptime 0:01:15"),
         (
             {"state": "failed", "cause": "exit 1"},
-            "web                              FATAL      exit 1",
+            "web                              FATAL     exit 1",
         ),
         (
             {"state": "waiting", "pid": None, "cause": ""},
             "web                              STARTING",
         ),
-        (
-            {"state": "exited", "pid": None, "cause": "exit 0"},
-            "web" + " " * 30 + "EXITED     exit 0",
+        (  # supervisord's column widths and descriptions: the stop time...
+            {"state": "exited", "pid": None, "cause": "exit 0", "last_exit_at": NOW},
+            "web" + " " * 30 + "EXITED    " + time.strftime("%b %d %I:%M %p", time.localtime(NOW)),
+        ),
+        (  # ... or "Not started"
+            {"state": "inactive", "pid": None, "started_at": None, "cause": "not started"},
+            "web" + " " * 30 + "STOPPED   Not started",
+        ),
+        (  # vastinit's reason where supervisord has no such state
+            {"state": "skipped", "pid": None, "cause": "program not found: x"},
+            "web" + " " * 30 + "STOPPED   program not found: x",
         ),
     ],
 )

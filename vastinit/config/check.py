@@ -8,7 +8,7 @@ from pathlib import Path
 
 from vastinit import graph
 from vastinit.config.load import load_units
-from vastinit.errors import ConfigError, printable
+from vastinit.errors import ConfigError, ConfigProblem, printable
 from vastinit.paths import default_unit_dirs
 
 
@@ -33,8 +33,9 @@ def main(argv: list[str]) -> int:
             if not directory.is_dir():
                 note = printable(f"vastinit check: note: {directory} is not a directory")
                 print(note, file=sys.stderr)
+    warnings: list[ConfigProblem] = []
     try:
-        units = load_units(dirs)
+        units = load_units(dirs, warnings=warnings)
     except ConfigError as exc:
         for problem in exc.problems:
             print(problem, file=sys.stderr)
@@ -46,6 +47,8 @@ def main(argv: list[str]) -> int:
             file=sys.stderr,
         )
         return 2
+    for warning in warnings:
+        print(warning, file=sys.stderr)
     if not units:
         print(printable(f"no units found in {', '.join(str(d) for d in dirs)}"))
         return 0

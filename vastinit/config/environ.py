@@ -182,6 +182,11 @@ def resolve_unit(unit: Unit, env: Mapping[str, str]) -> Unit:
         spec = dataclasses.replace(
             spec, file=_expand_field("log.file", spec.file, env, MAX_EXPANSION)
         )
+    if spec.stderr_file:
+        spec = dataclasses.replace(
+            spec,
+            stderr_file=_expand_field("log.stderr_file", spec.stderr_file, env, MAX_EXPANSION),
+        )
     argv = _Budget("the expanded command arguments", MAX_EXPANDED_TOTAL)
     return dataclasses.replace(
         unit,

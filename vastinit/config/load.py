@@ -18,6 +18,7 @@ from types import MappingProxyType
 from typing import Any
 
 from vastinit import graph
+from vastinit.config import ini
 from vastinit.config.files import MIB, FileRefused, read_bounded
 from vastinit.config.locate import KeyPath, Locator, too_deep_line
 from vastinit.config.validate import UNIT_NAME, Report, build_unit, close_match, dotted
@@ -64,11 +65,20 @@ class _Problems:
         self.add(file, line, source.name, message)
 
 
-def load_units(dirs: Sequence[Path]) -> dict[str, Unit]:
-    """Every unit on the search path ``dirs``, drop-ins merged; ConfigError lists all problems."""
+def load_units(
+    dirs: Sequence[Path],
+    *,
+    ini_files: Sequence[Path] | None = None,
+    warnings: list[ConfigProblem] | None = None,
+) -> dict[str, Unit]:
+    """Every unit on the search path ``dirs``, drop-ins merged, and every supervisord
+    program (``ini_files``: default, those in ``dirs`` and, in the box role,
+    /etc/supervisor's); ConfigError lists all problems, ``warnings`` receives the rest."""
     problems = _Problems()
     sources = _discover(dirs, problems)
     units: dict[str, Unit] = {}
+    # ---- supervisord INI programs (vastinit.config.ini) ----
+    programs = _ini_programs(dirs, ini_files, problems, warnings)
     for name in sorted(sources):
         source = sources[name]
         if source.base is None:
@@ -92,6 +102,7 @@ def load_units(dirs: Sequence[Path]) -> dict[str, Unit]:
             unit, source=str(source.base), raw=MappingProxyType(source.table)
         )
     known = {name for name, s in sources.items() if s.base is not None}
+    _add_ini_units(programs, sources, units, known, problems, warnings)
     try:
         _check_dependencies(units, sources, known, problems)
         _check_exposed_ports(units, sources, problems)
@@ -100,6 +111,64 @@ def load_units(dirs: Sequence[Path]) -> dict[str, Unit]:
     if problems.items:
         raise ConfigError(sorted(problems.items, key=lambda p: (p.file, p.line)))
     return units
+
+
+def _ini_programs(
+    dirs: Sequence[Path],
+    ini_files: Sequence[Path] | None,
+    problems: _Problems,
+    warnings: list[ConfigProblem] | None,
+) -> list[ini.Program]:
+    files = [*ini.default_files(), *ini.files_in(dirs)] if ini_files is None else ini_files
+
+    def warn(file: Path, line: int, unit: str, message: str) -> None:
+        if warnings is not None:
+            warnings.append(ConfigProblem(str(file), line, unit, f"warning: {message}"))
+
+    try:
+        return ini.read_programs(files, problems.add, warn)
+    except Exception as exc:  # a bug on hostile input must be a problem, not a crash
+        problems.add(Path(files[0]) if files else Path("."), 0, "*", f"internal error: {exc!r}")
+        return []
+
+
+def _add_ini_units(
+    programs: Sequence[ini.Program],
+    sources: dict[str, _Source],
+    units: dict[str, Unit],
+    known: set[str],
+    problems: _Problems,
+    warnings: list[ConfigProblem] | None,
+) -> None:
+    """Build each supervisord program as a unit; a TOML unit of the same name wins."""
+    for program in programs:
+        name, file = program.name, program.file
+        if not UNIT_NAME.fullmatch(name):
+            problems.add(file, program.line, name, "invalid program name for a unit")
+            continue
+        if name in known:
+            first = sources[name].base
+            if first is not None and first.suffix == ".toml":
+                message = f"warning: {first} defines the same unit; the TOML unit wins"
+                if warnings is not None:
+                    warnings.append(ConfigProblem(str(file), program.line, name, message))
+                continue
+            problems.add(file, program.line, name, f"program {name} is defined twice")
+            continue
+
+        def report(path: KeyPath, message: str, program: ini.Program = program) -> None:
+            problems.add(program.file, program.line_of(path), program.name, message)
+
+        try:
+            unit = build_unit(name, program.table, report)
+        except Exception as exc:
+            problems.add(file, program.line, name, f"internal error: {type(exc).__name__}: {exc}")
+            continue
+        known.add(name)
+        sources[name] = _Source(name, base=file, origin={(): file})
+        units[name] = dataclasses.replace(
+            unit, source=str(file), raw=MappingProxyType(program.table)
+        )
 
 
 def _discover(dirs: Sequence[Path], problems: _Problems) -> dict[str, _Source]:

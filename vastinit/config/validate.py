@@ -78,6 +78,8 @@ _TOP = (
     "secrets",
     "restart_on_env",
     "enabled",
+    "autostart",
+    "process_group",
     "missing_program",
     "condition",
     "depends_on",
@@ -94,8 +96,8 @@ _LIVENESS_KINDS = ("http", "tcp", "exec")
 _PROBE_TIMING = ("interval", "timeout")
 _CONDITION = ("env", "path_exists", "path_missing")
 _RESTART = ("policy", "delay", "max_delay", "limit", "window", "essential")
-_STOP = ("signal", "mode", "timeout", "escaped")
-_LOG = ("file", "max_size", "keep")
+_STOP = ("signal", "mode", "timeout", "escaped", "leftovers")
+_LOG = ("file", "max_size", "keep", "stderr_file")
 _SCHEDULE = ("cron", "timezone", "overlap", "run_on_start")
 _EXPOSE = ("port", "target", "path", "label", "auth", "pass_credentials")
 
@@ -162,6 +164,8 @@ class _Builder:
             secrets=self.secrets(t),
             restart_on_env=self.restart_on_env(t, unit_type),
             enabled=_or(self.boolean(t, ("enabled",)), True),
+            autostart=_or(self.boolean(t, ("autostart",)), True),
+            process_group=self.process_group(t),
             missing_program=self.enum(t, ("missing_program",), MissingProgram)
             or MissingProgram.FAIL,
             condition=self.condition(t),
@@ -174,6 +178,13 @@ class _Builder:
             schedule=schedule,
             expose=self.expose(t),
         )
+
+    def process_group(self, t: Table) -> str | None:
+        group = self.string(t, ("process_group",), nonempty=True)
+        if group is not None and not UNIT_NAME.fullmatch(group):
+            self.report(("process_group",), "process_group: use only letters, digits and - _ . @")
+            return None
+        return group
 
     def command(self, t: Table) -> tuple[str, ...]:
         path: KeyPath = ("command",)
@@ -427,6 +438,7 @@ class _Builder:
             mode=self.enum(table, (*base, "mode"), StopMode) or d.mode,
             timeout=_or(self.duration(table, (*base, "timeout")), d.timeout),
             escaped=self.enum(table, (*base, "escaped"), Escaped) or d.escaped,
+            leftovers=self.enum(table, (*base, "leftovers"), Escaped) or d.leftovers,
         )
 
     def log(self, t: Table) -> LogSpec:
@@ -444,6 +456,7 @@ class _Builder:
             file=self.string(table, (*base, "file"), template=True),
             max_size=_or(max_size, d.max_size),
             keep=_or(self.integer(table, (*base, "keep"), minimum=0), d.keep),
+            stderr_file=self.string(table, (*base, "stderr_file"), template=True),
         )
 
     def schedule(self, t: Table, unit_type: UnitType) -> Schedule | None:

@@ -136,13 +136,24 @@ def supervisor_status_line(unit: dict[str, Any], now: float) -> str:
         "scheduled": "STOPPED",
     }.get(state, state.upper())
     pid, started = unit.get("pid"), unit.get("started_at")
+    # supervisord's descriptions (rpcinterface._interpretProcessInfo) and its columns
     if word == "RUNNING" and pid and started:
-        up = int(now - started)
+        up = max(0, int(now) - int(started))  # whole seconds, as supervisord counts
         hours, rest = divmod(up, 3600)
         desc = f"pid {pid}, uptime {hours}:{rest // 60:02d}:{rest % 60:02d}"
+    elif word in ("STOPPED", "EXITED") and state in ("skipped", "scheduled"):
+        desc = unit.get("cause") or ""  # vastinit's reason says more than a date
+    elif word in ("STOPPED", "EXITED"):
+        stop = unit.get("last_exit_at")
+        if started and stop:
+            desc = time.strftime("%b %d %I:%M %p", time.localtime(stop))
+        else:
+            desc = "Not started"
     else:
         desc = unit.get("cause") or ""
-    return f"{unit['name']:<33}{word:<11}{desc}".rstrip()
+    name, group = unit["name"], unit.get("group") or unit["name"]
+    spec = name if group == name else f"{group}:{name}"  # supervisorctl's GROUP:NAME
+    return f"{spec:<33}{word:<10}{desc}".rstrip()
 
 
 def event_line(event: dict[str, Any]) -> str | None:

@@ -100,6 +100,8 @@ class ReloadResult:
     env_restart: dict[str, str] = field(default_factory=dict)
     # Unit name -> what changed in its environment: left running, "restart to apply".
     restart_to_apply: dict[str, str] = field(default_factory=dict)
+    # Unit name -> its supervisord group (``process_group`` or its name), added and changed.
+    groups: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)

@@ -33,6 +33,7 @@ from vastinit.control.protocol import (
     EventFeed,
     LogFollow,
 )
+from vastinit.control.xmlrpc import RPCFault, SupervisorRPC
 from vastinit.errors import ConfigError, ControlError, UnknownUnitError
 from vastinit.paths import ensure_private_dir, is_private_runtime_dir
 
@@ -255,6 +256,7 @@ class _Endpoints:
 
     def __init__(self, commands: Commands) -> None:
         self.commands = commands
+        self.rpc = SupervisorRPC(commands)
         self.follows: set[LogFollow] = set()
         self.event_feeds: set[EventFeed] = set()
 
@@ -274,7 +276,56 @@ class _Endpoints:
             web.post(f"{API}/reload", self.reload),
             web.post(f"{API}/shutdown", self.shutdown),
             *self.transient_routes(),
+            *self.supervisor_routes(),
         ]
+
+    # ---- supervisord's XML-RPC API and log tails (vastinit.control.xmlrpc) -------------
+
+    def supervisor_routes(self) -> list[web.RouteDef]:
+        return [
+            web.post("/RPC2", self.rpc2),
+            web.get("/logtail/{name}", self.logtail),
+            web.get("/logtail/{name}/{channel}", self.logtail),
+            web.get("/mainlogtail", self.mainlogtail),
+        ]
+
+    async def rpc2(self, request: web.Request) -> web.Response:
+        body = await request.read()
+        reply = await self.rpc.handle(body)
+        return web.Response(body=reply, content_type="text/xml")
+
+    async def logtail(self, request: web.Request) -> web.StreamResponse:
+        """supervisorctl's ``tail -f``: the last KiB of the unit's output, then what follows."""
+        channel = request.match_info.get("channel", "stdout")
+        if channel not in ("stdout", "stderr"):
+            raise web.HTTPNotFound()
+        try:
+            unit = self.rpc._single(request.match_info["name"])
+        except RPCFault:
+            raise web.HTTPNotFound() from None
+        feed = self.commands.logs_follow([unit["name"]], 0)
+        self.follows.add(feed)
+        response = web.StreamResponse(headers={"Content-Type": "text/plain;charset=utf-8"})
+        try:
+            await response.prepare(request)
+            backlog = self.rpc.log_text(unit["name"], channel).encode()[-1024:]
+            await response.write(backlog)
+            while batch := await feed.next_batch():
+                lines = [e for e in batch if channel == "stdout" or e.get("stream") == "stderr"]
+                data = "".join(f"{e['text']}\n" for e in lines).encode()
+                if data and not await _follow_write(request, response, data, feed):
+                    return response
+            await response.write_eof()
+        except ConnectionError:
+            pass
+        finally:
+            feed.close()
+            self.follows.discard(feed)
+        return response
+
+    async def mainlogtail(self, request: web.Request) -> web.Response:
+        """vastinit's own log is its stdout (the container log): nothing to tail here."""
+        return web.Response(text="", content_type="text/plain")
 
     # ---- transient units (POST /v1/units, DELETE /v1/units/NAME) ----------------------
 

@@ -31,6 +31,10 @@ class UnitLog:
         self._ring = LogRing(mux.ring_bytes)
         self._file: FileSink | None = None
         self._file_config: tuple[Path, int, int] | None = None
+        # stderr's own file (LogSpec.stderr_file); None: stderr goes with stdout
+        self._err: FileSink | None = None
+        self._err_config: tuple[Path, int, int] | None = None
+        self._err_apart = False  # stderr kept out of the main file (own file or none)
         self._pumps: set[Pump] = set()
         self._watchers: list[LineWatcher] = []
 
@@ -50,34 +54,59 @@ class UnitLog:
         if config == self._file_config:
             return
         self._file_config = config
-        if self._file is not None and path == self._file.path:
-            # Same file, new limits: the writer thread reads them at its next rotation check.
-            self._file.max_size, self._file.keep = max(1, max_size), max(0, keep)
+        self._file = self._repoint(self._file, path, max_size, keep)
+
+    def configure_stderr(self, apart: bool, path: Path | None, max_size: int, keep: int) -> None:
+        """Keep stderr out of the main file (``apart``), in ``path`` (None: in no file)."""
+        self._err_apart = apart
+        config = None if path is None or not apart else (path, max_size, keep)
+        if config == self._err_config:
             return
-        if self._file is not None:
+        self._err_config = config
+        self._err = self._repoint(self._err, None if config is None else path, max_size, keep)
+
+    def _repoint(
+        self, sink: FileSink | None, path: Path | None, max_size: int, keep: int
+    ) -> FileSink | None:
+        if sink is not None and path == sink.path:
+            # Same file, new limits: the writer thread reads them at its next rotation check.
+            sink.max_size, sink.keep = max(1, max_size), max(0, keep)
+            return sink
+        if sink is not None:
             # Its writer finishes what is queued, then closes; shutdown waits for it.
-            self._file.close_nowait()
+            sink.close_nowait()
             retired = self._mux._retired
             retired.difference_update([s for s in retired if s.idle])
-            retired.add(self._file)
-        self._file = (
+            retired.add(sink)
+        return (
             None
             if path is None
             else FileSink(path, max_size, keep, unit=self.name, group=self._mux.file_group)
         )
 
+    @property
+    def stderr_file(self) -> FileSink | None:
+        """stderr's own file sink, None when stderr goes with stdout (or in no file)."""
+        return self._err
+
     def attach(self, fd: int, stream: str) -> Pump:
         """Start reading ``fd`` (a pipe's read end, now owned and closed at EOF) as ``stream``."""
         # The console's gate: while stdout is busy, the unit's pipe holds the backlog.
         gate = self._mux.console.gate
+        file_gate = self._err_gate if stream == "stderr" else self._gate
         pump = Pump(
-            fd, stream, self._deliver, on_eof=self._pumps.discard, gate=gate, file_gate=self._gate
+            fd, stream, self._deliver, on_eof=self._pumps.discard, gate=gate, file_gate=file_gate
         )
         self._pumps.add(pump)
         return pump
 
     def _gate(self) -> FlowGate | None:
         return self._file.gate if self._file is not None else None
+
+    def _err_gate(self) -> FlowGate | None:
+        if self._err_apart:
+            return self._err.gate if self._err is not None else None
+        return self._gate()
 
     def add_watcher(self, fn: LineWatcher) -> Callable[[], None]:
         """Call ``fn`` with each batch of complete lines; returns the function that unsubscribes."""
@@ -99,13 +128,18 @@ class UnitLog:
             pump.close()
         if self._file is not None:
             self._file.close_nowait()
+        if self._err is not None:
+            self._err.close_nowait()
 
     def _deliver(self, stream: str, block: bytes) -> None:
         """The hot path: one framed block to every sink, with per-chunk (not per-line) work."""
         mux = self._mux
         ts = time.time()
         # The file first: it is the sink that must get every line.
-        if self._file is not None:
+        if stream == "stderr" and self._err_apart:
+            if self._err is not None:
+                self._err.write(block)
+        elif self._file is not None:
             self._file.write(block)
         chunk = Chunk(next(mux._seq), ts, self.name, stream, block)
         self._ring.append(chunk)
@@ -149,14 +183,24 @@ class LogMux:
         """Names of the units that have a log, in creation order."""
         return list(self._units)
 
-    def unit_log(self, unit: str, file: str | None, max_size: int, keep: int) -> UnitLog:
-        """Get or create ``unit``'s log; (re)point its file at ``log_dir/file`` (None: no file)."""
+    def unit_log(
+        self,
+        unit: str,
+        file: str | None,
+        max_size: int,
+        keep: int,
+        stderr_file: str | None = None,
+    ) -> UnitLog:
+        """Get or create ``unit``'s log; (re)point its file at ``log_dir/file`` (None: no file)
+        and stderr's at ``log_dir/stderr_file`` (None: with stdout; "": in no file)."""
         log = self._units.get(unit)
         if log is None:
             log = self._units[unit] = UnitLog(self, unit)
             self.console.register(unit)
         path = None if file is None or self.log_dir is None else self.log_dir / file
         log.configure(path, max_size, keep)
+        err = None if not stderr_file or self.log_dir is None else self.log_dir / stderr_file
+        log.configure_stderr(stderr_file is not None, err, max_size, keep)
         return log
 
     def tail(self, units: Sequence[str] | None, n: int) -> list[LogLine]:
@@ -199,7 +243,8 @@ class LogMux:
             log.close()
         for sub in list(self._subs):
             sub.close()
-        sinks = [*self.files().values(), *self._retired]
+        errs = [log.stderr_file for log in self._units.values() if log.stderr_file is not None]
+        sinks = [*self.files().values(), *errs, *self._retired]
         self._retired.clear()
         if sinks:
             deadline = time.monotonic() + timeout

@@ -193,7 +193,8 @@ class Manager:
 
     def boot(self) -> None:
         for runner in self.runners.values():
-            self._begin(runner, "boot")
+            if runner.unit.autostart:
+                self._begin(runner, "boot")
 
     def _begin(self, runner: UnitRunner, cause: str) -> None:
         """Ask the runner to start its unit, or to mark it skipped when its spec says
@@ -265,7 +266,7 @@ class Manager:
         """Register a new unit (reload, a transient unit) and start it if enabled."""
         self.units[unit.name] = unit
         runner = self._add_runner(unit)
-        if start:
+        if start and unit.autostart:
             self._begin(runner, cause)
         self.notify()
         return runner

@@ -16,6 +16,7 @@ refused the same way: logged with its traceback, the old configuration kept.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -258,7 +259,8 @@ async def apply_reload(manager: Manager, plan: ReloadPlan) -> None:
         if runner is not None and runner.start_env is plan.seen.get(name):
             runner.set_restart_to_apply(note)
     for name in plan.added:
-        manager.begin(name, "added by reload")
+        if plan.units[name].autostart:  # supervisord's autostart=false: added, not started
+            manager.begin(name, "added by reload")
     touched = set(plan.added) | set(plan.changed) | set(plan.env_restart)
     # Transient units are in no plan list but may depend on a unit a file added or changed.
     transient = [n for n, r in manager.runners.items() if r.unit.transient]
@@ -305,9 +307,13 @@ class Reloader:
             # A reload waits for the one before it, so it diffs against the units that one
             # left, never against a half-applied state.
             try:
+                warnings: list[ConfigProblem] = []
                 units = await anyio.to_thread.run_sync(
-                    load_units, self.unit_dirs, abandon_on_cancel=True
+                    functools.partial(load_units, self.unit_dirs, warnings=warnings),
+                    abandon_on_cancel=True,
                 )
+                for warning in warnings:
+                    log.warning("reload: unit file warning", problem=str(warning))
                 conflicts = transient_conflicts(self.manager, units)
                 if conflicts:
                     raise ConfigError(conflicts)

@@ -608,7 +608,9 @@ class UnitRunner:
         identity = await anyio.to_thread.run_sync(
             resolve_identity, unit.user, unit.group, abandon_on_cancel=True
         )
-        ulog = self.ctx.mux.unit_log(unit.name, unit.log_file, unit.log.max_size, unit.log.keep)
+        ulog = self.ctx.mux.unit_log(
+            unit.name, unit.log_file, unit.log.max_size, unit.log.keep, unit.log.stderr_file
+        )
         if self.prestart_hook is not None:
             try:
                 self.prestart_hook(self, unit, spawn_env, ulog)
@@ -632,7 +634,10 @@ class UnitRunner:
             status = await child.wait()
             tg.cancel_scope.cancel()
         self.record_exit(status)
-        if group_alive(child.pgid):
+        # `[stop] leftovers = "keep"` (supervisord's way): what the main process left behind
+        # when it exited on its own keeps running; _after_run releases it.
+        keep = self.unit.stop.leftovers is Escaped.KEEP and self.sm.state is not S.STOPPING
+        if group_alive(child.pgid) and not keep:
             if self.sm.state is not S.STOPPING:
                 self.sm.set(
                     S.STOPPING, f"main process {status}; stopping what is left of its group"
