@@ -622,3 +622,44 @@ def test_http_probed_unit_is_ready_within_100ms_of_answering_over_10_runs(
             assert v.ctl("restart", "lab").returncode == 0
     assert all(-TS_SLACK <= lag < 0.1 for lag in lags), lags
     assert v.terminate() == 0
+
+
+STOPPING_NOTIFIER = """
+import os, signal, socket, sys, time
+path = os.environ["NOTIFY_SOCKET"]
+def send(message):
+    with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as s:
+        s.sendto(message, path)
+def on_term(*_):
+    try:
+        send(b"STOPPING=1")
+        print("stopping sent", flush=True)
+    except OSError as exc:
+        print(f"stopping not sent: {exc}", flush=True)
+    sys.exit(0)
+signal.signal(signal.SIGTERM, on_term)
+send(b"READY=1")
+while True:
+    time.sleep(60)
+"""
+
+
+def test_a_notify_unit_can_say_stopping_while_it_is_being_stopped(tmp_path: Path) -> None:
+    """The notify socket lives until the process exits, not until the stop begins: Caddy
+    says STOPPING=1 on SIGTERM (before: "unable to notify service manager" at every stop)."""
+    units = tmp_path / "units"
+    code = STOPPING_NOTIFIER.replace("\n", "\\n").replace('"', '\\"')
+    write_unit(
+        units,
+        "svc",
+        f'command = ["{sys.executable}", "-c", "{code}"]\n[readiness]\nnotify = true\n',
+    )
+    vi = Vastinit(units, tmp_path, control=True)
+    try:
+        vi.wait_control()
+        vi.wait_state("svc", "ready")
+        assert vi.ctl("stop", "svc").returncode == 0
+        lines = vi.unit_lines("svc")
+        assert "stopping sent" in lines, lines
+    finally:
+        vi.terminate()

@@ -141,7 +141,9 @@ class UnitHealth:
         finally:
             with anyio.CancelScope(shield=True):
                 await ctx.aclose()
-            run.close()
+            # A stop cancels this before it signals the process: the notify socket stays
+            # until the process has exited, so its STOPPING=1 (Caddy sends one) is heard.
+            child.when_exited(run.close)
             if self._run is run:
                 self._run = None
 

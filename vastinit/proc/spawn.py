@@ -19,7 +19,7 @@ import os
 import pwd
 import subprocess
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 from vastinit.errors import ProgramNotFound, SpawnError
@@ -76,6 +76,14 @@ class Child:
     @property
     def exited(self) -> bool:
         return self._status.done()
+
+    def when_exited(self, fn: Callable[[], None]) -> None:
+        """Call ``fn`` (on the loop) once the main process has exited and been reaped; at
+        once if it has."""
+        if self._status.done():
+            fn()
+        else:
+            self._status.add_done_callback(lambda _status: fn())
 
     async def wait(self) -> ExitStatus:
         """Wait for the main process to exit (reaped by the Reaper) and return how."""
