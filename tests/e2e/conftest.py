@@ -108,6 +108,9 @@ def caddy(
     home = config.parent / "caddy-home"
     full = {
         "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
+        # Never the box role here: it would read and seed this machine's /etc/portal.yaml.
+        "VASTINIT_ROLE": "workstation",
+        "VASTINIT_PORTAL_YAML": str(config.parent / "portal.yaml"),
         "HOME": str(home),
         "XDG_DATA_HOME": str(home / "data"),
         "XDG_CONFIG_HOME": str(home / "config"),

@@ -307,7 +307,12 @@ def test_no_certificate_possible_means_no_edge_not_plain_http(
     )
     done = subprocess.run(
         run_command(tmp_path),
-        env={"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": str(tmp_path), **env},
+        env={
+            "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
+            "HOME": str(tmp_path),
+            "VASTINIT_ROLE": "workstation",  # never this machine's /etc/portal.yaml
+            **env,
+        },
         capture_output=True,
         text=True,
         timeout=60,
