@@ -144,6 +144,9 @@ class StopPolicy:
     mode: StopMode = StopMode.GROUP
     timeout: float = 10.0
     escaped: Escaped = Escaped.STOP
+    # What is left of the run's own process group when its main process exits: "stop" ends
+    # it; "keep" leaves it running, handled like members outside the group (``escaped``).
+    leftovers: Escaped = Escaped.STOP
 
 
 @dataclass(frozen=True)

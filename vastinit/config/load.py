@@ -18,6 +18,7 @@ from types import MappingProxyType
 from typing import Any
 
 from vastinit import graph
+from vastinit.config.crontab import Crontabs
 from vastinit.config.files import MIB, FileRefused, read_bounded
 from vastinit.config.locate import KeyPath, Locator, too_deep_line
 from vastinit.config.validate import UNIT_NAME, Report, build_unit, close_match, dotted
@@ -44,6 +45,8 @@ class _Source:
     # key path -> file that set it last; a path's file is that of its longest listed prefix
     origin: dict[KeyPath, Path] = field(default_factory=dict)
     ok: bool = True
+    preset: dict[str, Any] | None = None  # the base's table when it is no TOML file (crontab)
+    line: int = 0  # the base's line, when the whole base is one line of its file
 
 
 class _Problems:
@@ -61,13 +64,21 @@ class _Problems:
         file = _origin(source, path)
         locator = self.locators.get(file)
         line = locator.line(path) if locator is not None else 0
+        if source.line and file == source.base:
+            line = source.line
         self.add(file, line, source.name, message)
 
 
-def load_units(dirs: Sequence[Path]) -> dict[str, Unit]:
-    """Every unit on the search path ``dirs``, drop-ins merged; ConfigError lists all problems."""
+def load_units(dirs: Sequence[Path], crontabs: Crontabs | None = None) -> dict[str, Unit]:
+    """Every unit on the search path ``dirs``, drop-ins merged; ConfigError lists all problems.
+
+    With ``crontabs``, every crontab job line is a unit too (vastinit.config.crontab); a bad
+    line is not a problem here but a diagnostic of ``crontabs``: the other units still load.
+    """
     problems = _Problems()
     sources = _discover(dirs, problems)
+    if crontabs is not None:
+        _add_crontab_sources(crontabs, sources)
     units: dict[str, Unit] = {}
     for name in sorted(sources):
         source = sources[name]
@@ -128,6 +139,15 @@ def _discover(dirs: Sequence[Path], problems: _Problems) -> dict[str, _Source]:
     return sources
 
 
+def _add_crontab_sources(crontabs: Crontabs, sources: dict[str, _Source]) -> None:
+    """The crontab hook: each job line is a source whose base table is already parsed; its
+    drop-ins (``NAME.d/*.toml``) merge on it as on a unit file."""
+    files = {name for name, s in sources.items() if s.base is not None}
+    for entry in crontabs.scan(files):
+        source = sources.setdefault(entry.name, _Source(entry.name))
+        source.base, source.preset, source.line = entry.file, entry.table, entry.line
+
+
 def _valid_name(name: str, path: Path, problems: _Problems) -> bool:
     if UNIT_NAME.fullmatch(name):
         return True
@@ -143,7 +163,10 @@ def _valid_name(name: str, path: Path, problems: _Problems) -> bool:
 def _read_and_merge(source: _Source, problems: _Problems) -> None:
     assert source.base is not None
     for index, path in enumerate([source.base, *source.dropins]):
-        table = _parse(path, source.name, problems)
+        if index == 0 and source.preset is not None:
+            table: dict[str, Any] | None = copy.deepcopy(source.preset)
+        else:
+            table = _parse(path, source.name, problems)
         if table is None:
             source.ok = False
             continue

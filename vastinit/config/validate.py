@@ -94,7 +94,7 @@ _LIVENESS_KINDS = ("http", "tcp", "exec")
 _PROBE_TIMING = ("interval", "timeout")
 _CONDITION = ("env", "path_exists", "path_missing")
 _RESTART = ("policy", "delay", "max_delay", "limit", "window", "essential")
-_STOP = ("signal", "mode", "timeout", "escaped")
+_STOP = ("signal", "mode", "timeout", "escaped", "leftovers")
 _LOG = ("file", "max_size", "keep")
 _SCHEDULE = ("cron", "timezone", "overlap", "run_on_start")
 _EXPOSE = ("port", "target", "path", "label", "auth", "pass_credentials")
@@ -427,6 +427,7 @@ class _Builder:
             mode=self.enum(table, (*base, "mode"), StopMode) or d.mode,
             timeout=_or(self.duration(table, (*base, "timeout")), d.timeout),
             escaped=self.enum(table, (*base, "escaped"), Escaped) or d.escaped,
+            leftovers=self.enum(table, (*base, "leftovers"), Escaped) or d.leftovers,
         )
 
     def log(self, t: Table) -> LogSpec:

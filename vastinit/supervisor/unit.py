@@ -632,7 +632,9 @@ class UnitRunner:
             status = await child.wait()
             tg.cancel_scope.cancel()
         self.record_exit(status)
-        if group_alive(child.pgid):
+        # `leftovers = "keep"` (cron's way: a job's `nohup x &` outlives it): what is left
+        # of the group is handled with the members outside it, by `escaped` (_after_run).
+        if self.unit.stop.leftovers is Escaped.STOP and group_alive(child.pgid):
             if self.sm.state is not S.STOPPING:
                 self.sm.set(
                     S.STOPPING, f"main process {status}; stopping what is left of its group"
