@@ -62,7 +62,7 @@ def test_lines_become_cron_units_with_cron_s_environment(tmp_path: Path) -> None
         system,
         "# m h dom mon dow user command\n"
         "SHELL=/bin/bash\n"
-        "GREETING = \"  spaced  \"\n"
+        'GREETING = "  spaced  "\n'
         "17 * * * * root cd / && echo ${HOME} $GREETING\n"
         "\n"
         "@Yearly root echo new year\n"
