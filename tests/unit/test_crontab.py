@@ -257,3 +257,21 @@ def test_fingerprint_changes_with_a_crontab_and_only_then(tmp_path: Path) -> Non
     assert after != before
     write(cron_d / "a", "* * * * * root true\n")
     assert crontabs.fingerprint() != after
+
+
+def test_vastinit_run_reads_crontabs_in_the_box_role_only(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from vastinit.app import _crontabs
+
+    monkeypatch.setenv("VASTINIT_LAUNCH_FILE", str(tmp_path / "no-launch"))
+    monkeypatch.delenv("VAST_CONTAINERLABEL", raising=False)
+    monkeypatch.delenv("VASTINIT_CRONTABS", raising=False)
+    monkeypatch.setenv("VASTINIT_ROLE", "workstation")
+    assert _crontabs() is None  # the host's own cron runs them already
+    monkeypatch.setenv("VASTINIT_ROLE", "box")
+    monkeypatch.setenv("VASTINIT_CRON_SPOOL", str(tmp_path / "spool"))
+    crontabs = _crontabs()
+    assert crontabs is not None and crontabs.paths.spool == tmp_path / "spool"
+    monkeypatch.setenv("VASTINIT_CRONTABS", "off")
+    assert _crontabs() is None
