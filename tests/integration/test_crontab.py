@@ -194,6 +194,8 @@ def test_reboot_nohup_job_keeps_running_after_its_shell_and_stops_at_shutdown(
             "@reboot root nohup sleep 999 >/dev/null 2>&1 &\n* * * * * root echo tock\n"
         )
         wait_until(lambda: logged(v, "reloading unit files"), 10, "the rescan")
+        # A minute later (the next minute boundary, ~60 s of real time after "tick"):
+        v.wait_line("cron.d-boot-2", "tock", timeout=75)
         assert pid_alive(pid)
         assert [p["pid"] for p in released()] == [pid]
         assert v.ctl("status", "cron.d-boot-1").stdout.count(f"released process {pid}") == 1
