@@ -157,7 +157,7 @@ def run(opts: Options) -> Report:
         note="vastinit only: the difference of each (none, 50 lines) pair",
     ).summarise()
     samples = {"none": result["none"], "lines": result["lines"]}
-    return Report(NAME, [fig], {VASTINIT: samples})  # type: ignore[dict-item]
+    return Report(NAME, [fig], {VASTINIT: samples})
 
 
 def main(argv: list[str] | None = None) -> int:

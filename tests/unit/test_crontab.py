@@ -126,10 +126,12 @@ def test_names_follow_file_and_job_position_so_edits_keep_them(tmp_path: Path) -
     crontabs, _, cron_d, _ = setup(tmp_path)
     write(cron_d / "a", "* * * * * root echo one\n0 * * * * root echo two\n")
     before = load_units([tmp_path / "units"], crontabs)
-    write(cron_d / "a", "# note\nX=1\n*/5 * * * * root echo ONE\n0 * * * * root echo two\n")
+    write(cron_d / "a", "# note\n\n*/5 * * * * root echo ONE\n0 * * * * root echo two\n")
     after = load_units([tmp_path / "units"], crontabs)
     assert sorted(before) == sorted(after) == ["cron.d-a-1", "cron.d-a-2"]
     assert after["cron.d-a-1"].schedule.cron == "*/5 * * * *"  # type: ignore[union-attr]
+    # The second line moved down two lines, unchanged: the same unit (not restarted).
+    assert after["cron.d-a-2"] == before["cron.d-a-2"]
 
 
 def test_a_drop_in_overrides_a_crontab_line_and_its_problems_name_file_line(

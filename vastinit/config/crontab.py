@@ -118,6 +118,7 @@ class CrontabUnit:
     file: Path
     line: int
     table: dict[str, Any]
+    text: str = ""  # the line as written
 
 
 @dataclass(frozen=True)
@@ -198,16 +199,14 @@ class Crontabs:
         first = self.boot_lines is None
         if first:
             self.boot_lines = {
-                u.name: u.table["description"]
-                for u in out
-                if u.table["schedule"]["cron"] == "@reboot"
+                u.name: u.text for u in out if u.table["schedule"]["cron"] == "@reboot"
             }
         else:
             assert self.boot_lines is not None
             for u in out:
                 if u.table["schedule"]["cron"] != "@reboot":
                     continue
-                if self.boot_lines.get(u.name) != u.table["description"]:
+                if self.boot_lines.get(u.name) != u.text:
                     u.table["enabled"] = False
                     self._warn(
                         u.file,
@@ -330,7 +329,8 @@ class Crontabs:
             "LOGNAME": account.pw_name,
         }
         table: dict[str, Any] = {
-            "description": f"{path}:{number}: {line[:200]}",
+            # No line number: a line moved by an edit above it is the same unit.
+            "description": f"{path}: {line[:200]}",
             "type": "cron",
             "command": [_escape(a) for a in _argv(command, environment["SHELL"])],
             "user": user,
@@ -352,7 +352,7 @@ class Crontabs:
             for message in problems:
                 self._error(path, number, f"unit {name}: {message}: skipped")
             return None
-        return CrontabUnit(name, path, number, table)
+        return CrontabUnit(name, path, number, table, line)
 
     # ---- checks -------------------------------------------------------------------------
 
