@@ -149,6 +149,10 @@ def base_environment(
     # The edge credentials go only to units that list them in `secrets` (start_environment).
     env = {k: v for k, v in environ.items() if k not in SECRET_VARIABLES}
     env["VASTINIT_UNITS"] = ":".join(str(d) for d in unit_dirs)
+    # Where `vastinit caddyfile` points Caddy's readiness gate and admin socket (edge.py).
+    edge = paths.default_edge_dir(socket)
+    if edge is not None:
+        env["VASTINIT_EDGE_DIR"] = str(edge)
     if socket is not None:
         env["VASTINIT_SOCKET"] = str(socket)
     # A venv's vastinit (`make run`) must find its own `vastinit` for commands such as
@@ -173,8 +177,10 @@ async def _run(
     from vastinit.logs.events import configure_structlog
     from vastinit.logs.mux import LogMux
     from vastinit.proc.gpu_procs import NvmlReader
+    from vastinit.proc.members import enable_quick_check
     from vastinit.proc.reaper import Reaper, become_subreaper
     from vastinit.supervisor.commands import SupervisorCommands
+    from vastinit.supervisor.edge import Edge
     from vastinit.supervisor.loop_errors import LoopErrorLimiter
     from vastinit.supervisor.manager import Manager
     from vastinit.supervisor.pid1 import SignalQueue, is_pid1, serve_signals
@@ -189,7 +195,8 @@ async def _run(
     reaper = Reaper()
     reaper.install()
     signals = SignalQueue()
-    if not is_pid1() and not become_subreaper():
+    reaps_orphans = is_pid1() or become_subreaper()
+    if not reaps_orphans:
         log.warning("could not become child subreaper; orphans will not be reaped by us")
     mux = LogMux(console, log_dir, file_group=log_group)
     for name in sorted(units):
@@ -219,6 +226,9 @@ async def _run(
         cgroups=cgroups,
         gpu=nvml,
     )
+    if reaps_orphans:
+        # Orphans come to vastinit: a finished start with no stray child has no member left.
+        enable_quick_check(manager.known_children)
     reloader = make_reloader(manager, unit_dirs, crontabs)
     # Everything loaded so far lives as long as vastinit: move it out of the collector's
     # reach, so no full collection pass over it lands in a shutdown or a restart.
@@ -230,6 +240,8 @@ async def _run(
     try:
         async with anyio.create_task_group() as tg:
             await tg.start(manager.run)
+            if base_env.get("VASTINIT_EDGE_DIR"):
+                await tg.start(Edge(manager, Path(base_env["VASTINIT_EDGE_DIR"])).run)
             if crontabs is not None:
                 from vastinit.config.crontab import rescan_interval
 

@@ -98,6 +98,12 @@ def _frozen_map(m: Mapping[str, str] | None = None) -> Mapping[str, str]:
 READINESS_INTERVAL = 1.0  # a periodic readiness probe: ready within a second of listening
 READINESS_TIMEOUT = 5.0
 READINESS_START_TIMEOUT: float | None = None  # no limit: a model load may take hours
+# While a unit starts, its readiness probe is tried sooner than every `interval`: every
+# 50 ms for http and tcp probes (a loopback connect: ready within 100 ms of answering,
+# the attempt itself included), and for exec probes (a process each time) 50 ms after the
+# first attempt, then twice as long each time up to the interval. After ready, `interval`.
+READINESS_FAST_FIRST = 0.05
+READINESS_FAST_CAP = 0.05
 LIVENESS_INTERVAL = 30.0  # liveness is cheap insurance, not a load on the service
 LIVENESS_TIMEOUT = 10.0
 LIVENESS_FAILURES = 3  # one slow answer is not a dead service

@@ -94,6 +94,20 @@ def default_socket() -> Path:
     return Path("/run/vastinit.sock") if _is_root() else _runtime_dir() / "vastinit.sock"
 
 
+def default_edge_dir(socket: Path | None) -> Path | None:
+    """Where vastinit keeps the edge's state (ready markers, the status and Caddy admin
+    sockets): $VASTINIT_EDGE_DIR, else next to the control socket (/run/vastinit/edge for
+    /run/vastinit.sock, SOCKET_DIR/NAME-edge for any other); None without either."""
+    env = os.environ.get("VASTINIT_EDGE_DIR")
+    if env:
+        return Path(env)
+    if socket is None:
+        return None
+    if socket == Path("/run/vastinit.sock"):
+        return Path("/run/vastinit/edge")
+    return socket.parent / f"{socket.stem}-edge"
+
+
 def default_log_dir() -> Path:
     """``--log-dir`` default: $VASTINIT_LOG_DIR, /var/log/vastinit, or the user's state dir."""
     env = os.environ.get("VASTINIT_LOG_DIR")

@@ -153,9 +153,8 @@ def start_stack(
         "PROVISIONING_SCRIPT": str(script),
         "OPEN_BUTTON_TOKEN": TOKEN,
         "VAST_CONTAINERLABEL": "C.42",
-        # Caddy: loopback only, and no admin endpoint (2019 would collide between runs).
+        # Caddy: loopback only; its admin API is on a unix socket in vastinit's edge dir.
         "CADDY_BIND": "127.0.0.1",
-        "CADDY_ADMIN": "off",
         "SGLANG_MODEL": "",
         "SGLANG_ARGS_FILE": str(tmp / "no-sglang-args.conf"),
         **env,
@@ -235,7 +234,7 @@ def test_jupyter_shows_the_loading_page_until_ready_then_the_real_page(jupyter: 
     assert page.headers["X-Portal-Placeholder"] == "true"
     assert "Jupyter is starting" in page.body
     api = jupyter.seen["api"]
-    assert api.status == 503 and api.headers["Retry-After"] == "5"
+    assert api.status == 503 and api.headers["Retry-After"] == "1"
     assert jupyter.seen["no_token"].status == 401  # auth before the loading page
 
     real = request(jupyter.edge, "/lab", {**BEARER, **BROWSER})
@@ -364,7 +363,7 @@ def test_caddy_serves_the_loading_page_until_sglang_is_ready(sglang: Stack) -> N
         api = sglang.seen[key]
         assert api.status == 503, (key, api.body)
         assert api.headers["X-Portal-Placeholder"] == "true"
-        assert api.headers["Retry-After"] == "5"
+        assert api.headers["Retry-After"] == "1"
     page = sglang.seen["browser_while_loading"]
     assert page.status == 200 and "SGLang API is starting" in page.body
     ready = request(sglang.edge, "/v1/models", BEARER)

@@ -7,7 +7,7 @@
 set -uo pipefail
 cd "$(dirname "$0")/../.."
 DEPS=/tmp/vastinit-deps
-python3 -c 'import sys, zipfile, glob; [zipfile.ZipFile(w).extractall(sys.argv[1]) for w in glob.glob(".wheels/*.whl")]' "$DEPS"
+python3 -c 'import sys, zipfile, glob; [zipfile.ZipFile(w).extractall(sys.argv[1]) for w in glob.glob(".wheels/*.whl") if "sglang-" not in w]' "$DEPS"
 export PYTHONPATH="$PWD:$DEPS"
 units=$(mktemp -d); sock=/tmp/vi-gpu.sock
 cat > "$units/hog.toml" <<TOML
@@ -21,7 +21,7 @@ TOML
 mem() { nvidia-smi --query-gpu=memory.used --format=csv,noheader,nounits -i 0; }
 apps() { nvidia-smi --query-compute-apps=pid,used_memory --format=csv,noheader; }
 ctl() { python3 -m vastinit ctl --socket "$sock" "$@"; }
-echo "pid namespace inode: $(stat -c %i /proc/self/ns/pid) (initial: 4026531836)"
+echo "pid namespace inode: $(stat -L -c %i /proc/self/ns/pid) (initial: 4026531836)"
 base=$(mem); echo "baseline: GPU 0 memory used $base MiB; compute apps: [$(apps)]"
 python3 -m vastinit run --units "$units" --log-dir /tmp/vlogs --socket "$sock" > /tmp/vrun.log 2>&1 &
 vpid=$!

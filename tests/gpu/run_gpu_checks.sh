@@ -8,7 +8,7 @@ cd "$(dirname "$0")/../.."
 OUT=${OUT:-/tmp/gpu-out}; mkdir -p "$OUT"
 DEPS=/tmp/vastinit-deps
 # Pure-Python wheels are zip files: unpacking them is an install that needs no pip or index.
-python3 -c 'import sys, zipfile, glob; [zipfile.ZipFile(w).extractall(sys.argv[1]) for w in glob.glob(".wheels/*.whl")]' "$DEPS"
+python3 -c 'import sys, zipfile, glob; [zipfile.ZipFile(w).extractall(sys.argv[1]) for w in glob.glob(".wheels/*.whl") if "sglang-" not in w]' "$DEPS"
 export PYTHONPATH="$PWD:$DEPS"
 step() { echo; echo "\$ $*"; "$@" 2>&1; }
 

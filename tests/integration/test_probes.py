@@ -581,3 +581,44 @@ def test_dependency_failing_for_good_skips_dependents_and_restarting_one_makes_t
     assert "backoff" in v.states("api")
     assert first_event(v, "client", "starting")["ts"] >= first_event(v, "api", "ready")["ts"]
     assert v.terminate() == 0
+
+
+def test_http_probed_unit_is_ready_within_100ms_of_answering_over_10_runs(
+    units_dir: Path, vastinit_run: Start
+) -> None:
+    """Issue 30: the shipped Jupyter unit's readiness (an http probe, default interval of
+    1 s) marks the unit ready within 100 ms of its server answering, run after run."""
+    import tomllib
+
+    from tests.harness import REPO
+
+    shipped = tomllib.loads((REPO / "vastinit" / "units" / "jupyter.toml").read_text())
+    readiness = {k: v for k, v in shipped["readiness"].items() if k != "http"}
+    assert "interval" not in readiness or readiness["interval"] != "500ms"
+    port = free_port()
+    table = "".join(f'{k} = "{v}"\n' for k, v in readiness.items())
+    write_unit(
+        units_dir,
+        "lab",
+        f"""
+        # Listening at a moment no probe period lines up with: 0.37 s after each start.
+        command = {server_cmd(port, "--delay", "0.37")}
+        [readiness]
+        http = "http://127.0.0.1:{port}/api"
+        {table}
+    """,
+    )
+    v = vastinit_run(control=True)
+    v.wait_control()
+    lags = []
+    for run in range(1, 11):
+        v.wait_state("lab", "ready", timeout=20, count=run)
+        listening = [
+            float(line.split()[2]) for line in v.unit_lines("lab") if line.startswith("listening")
+        ]
+        ready = state_events(v, "lab", "ready")[run - 1]["ts"]
+        lags.append(ready - listening[run - 1])
+        if run < 10:
+            assert v.ctl("restart", "lab").returncode == 0
+    assert all(-TS_SLACK <= lag < 0.1 for lag in lags), lags
+    assert v.terminate() == 0

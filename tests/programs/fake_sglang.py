@@ -37,6 +37,10 @@ The timeline and signals follow /work/shared/reference/sglang-ops.md §2-3 (SGLa
 - A scheduler that dies (SIGTERM sent to the whole group kills it: it has no handler) makes
   the server SIGKILL its children and itself, as SGLang's SIGQUIT crash path does: exit by
   signal 9, running requests cut off. SIGQUIT does the same.
+- Edge tests (issue 30): ``$FAKE_SGLANG_EARLY_FILE``, when set, holds the number of
+  ``POST /v1/chat/completions`` that arrived before the ready line (0 once HTTP is up);
+  while the file ``$FAKE_SGLANG_UNHEALTHY_FILE`` exists, ``/health*`` answer 503 (a
+  liveness failure). ``--fake-warmup-seconds`` is how long the port is open before ready.
 - ``--fake-detached-scheduler`` adds a process that left the server's process tree
   (reparented to the subreaper, as SGLang's schedulers do in PR #31645) but is still in its
   process group and never exits by itself: only a SIGKILL to the group ends it.
@@ -160,10 +164,19 @@ class Server:
     def healthy(self) -> bool:
         return self.status == "Up" and not self.draining
 
+    early: int = 0  # chat requests before Up ($FAKE_SGLANG_EARLY_FILE)
+
+    def write_early(self) -> None:
+        path = os.environ.get("FAKE_SGLANG_EARLY_FILE")
+        if path:
+            with open(path, "w") as file:
+                file.write(f"{self.early}\n")
+
     async def health(self, request: web.Request) -> web.Response:
         # /health and /health_generate are one handler: a 1-token probe generation once Up,
         # except /health with SGLANG_ENABLE_HEALTH_ENDPOINT_GENERATION false (a flag check).
-        if not self.healthy():
+        sick = os.environ.get("FAKE_SGLANG_UNHEALTHY_FILE")
+        if not self.healthy() or (sick and os.path.exists(sick)):
             return web.Response(status=503)
         if request.path == "/health" and not _health_generation_enabled():
             return web.Response(status=200)
@@ -202,6 +215,9 @@ class Server:
         )
 
     async def chat(self, request: web.Request) -> web.StreamResponse:
+        if self.status != "Up":
+            self.early += 1
+            self.write_early()
         if not self._authorized(request):
             return self._unauthorized()
         try:
@@ -368,6 +384,7 @@ async def serve(args: argparse.Namespace) -> int:
     runner = web.AppRunner(app, handle_signals=False, access_log=None)
     await runner.setup()
     await web.TCPSite(runner, args.host, args.port).start()
+    server.write_early()  # 0 from here on, until a request comes early
     # From here on SIGTERM drains (uvicorn's handler, then the TokenizerManager's).
     loop.add_signal_handler(signal.SIGTERM, server.stop.set)
     log.info("Uvicorn running on http://%s:%d (Press CTRL+C to quit)", args.host, args.port)

@@ -163,9 +163,10 @@ def test_alias_routes_get_no_site() -> None:
     assert ":8080" not in text
 
 
-def test_admin_endpoint_is_loopback_by_default_and_bind_is_optional() -> None:
+def test_admin_endpoint_is_off_by_default_and_bind_is_optional() -> None:
+    # Never a TCP port any local process could reach: it can rewrite the edge, auth included.
     text = render_caddyfile([API], auth=AuthSettings())
-    assert "\tadmin 127.0.0.1:2019\n" in text and "bind" not in text
+    assert "\tadmin off\n" in text and "bind" not in text
     bound = render_caddyfile([API], auth=AuthSettings(), bind="127.0.0.1", admin="off")
     assert "\tbind 127.0.0.1\n" in bound and "\tadmin off\n" in bound
 
@@ -343,3 +344,40 @@ def test_run_keeps_a_generated_token_in_a_private_file_and_hands_it_only_to_cadd
 def test_run_needs_output(tmp_path: Path) -> None:
     result = _command(tmp_path, {}, "--run")
     assert result.returncode == 2 and "--run needs --output" in result.stderr
+
+
+# --- under vastinit: the readiness gate -----------------------------------------------------
+
+
+def test_gated_routes_follow_a_ready_marker_and_others_say_nothing_serves_them(
+    tmp_path: Path,
+) -> None:
+    from vastinit.stack.caddy import EdgeGate, build
+    from vastinit.stack.routes import UnitPorts
+
+    env = {
+        "OPEN_BUTTON_TOKEN": "t",
+        "PORTAL_CONFIG": "localhost:8000:18000:/docs:SGLang API|localhost:7860:17860:/:Model UI",
+    }
+    edge = str(tmp_path / "edge")
+    text = build(env, [UnitPorts("sglang", (), frozenset({18000}))], edge_dir=edge)
+    _validate(tmp_path, text)
+    model_ui, sglang = text.split("http://:7860 {")[1].split("http://:8000 {")
+    assert f"root {edge}/ready\n" in sglang and "try_files /sglang\n" in sglang
+    assert f"reverse_proxy unix/{edge}/status.sock" in sglang
+    assert "header Retry-After 1" in sglang and "Retry-After 5" not in text
+    assert "not ready yet" in sglang and "http-equiv" not in text
+    # The gate comes after the auth check: the status stream is token-protected too.
+    assert sglang.index("@denied") < sglang.index("@vastinit_status")
+    assert "ready" not in model_ui.split("handle_errors")[0].replace("already", "")
+    assert "nothing serves this port" in model_ui and '" 502' in model_ui
+    assert f"admin unix/{edge}/admin.sock" in text
+    assert EdgeGate(edge, {}).admin_socket == f"{edge}/admin.sock"
+
+
+@pytest.mark.parametrize("unit", ["a b", "x}", "../etc"])
+def test_gated_unit_names_are_checked(unit: str) -> None:
+    from vastinit.stack.caddy import EdgeGate
+
+    with pytest.raises(StackError, match="unit name"):
+        render_caddyfile([API], auth=AuthSettings(), gate=EdgeGate("/run/e", {API.port: unit}))

@@ -9,9 +9,12 @@ from vastinit.stack.common import StackError
 from vastinit.stack.routes import (
     DEFAULT_PORTAL_CONFIG,
     Route,
+    UnitPorts,
     default_portal_config,
     merge_routes,
     parse_portal_config,
+    probe_port,
+    route_units,
     routes_from_expose,
     site_plan,
 )
@@ -182,3 +185,39 @@ def test_exposed_route_says_whether_its_upstream_shares_the_token() -> None:
     )
     assert [r.pass_credentials for r in routes] == [True, False]
     assert not Route(8000, 18000).pass_credentials  # PORTAL_CONFIG entries never share
+
+
+@pytest.mark.parametrize(
+    ("target", "port"),
+    [
+        ("http://127.0.0.1:18000/health", 18000),
+        ("http://localhost:8080", 8080),
+        ("127.0.0.1:9000", 9000),
+        ("http://10.0.0.2:18000/health", None),
+        ("http://127.0.0.1:${PORT}/health", None),
+        ("http://127.0.0.1:99999/", None),
+    ],
+)
+def test_probe_port_is_a_loopback_port_only(target: str, port: int | None) -> None:
+    assert probe_port(target) == port
+
+
+def test_route_units_by_expose_then_target_then_probe() -> None:
+    portal = parse_portal_config(
+        "localhost:8000:18000:/docs:SGLang API|localhost:8080:18080:/:Jupyter"
+        "|localhost:7860:17860:/:Model UI|10.0.0.9:9000:19000:/:Elsewhere"
+    )
+    web = Expose(port=9100, target=19100, label="Web")
+    units = [
+        UnitPorts("sglang", (), frozenset({18000})),
+        UnitPorts("web", (web,)),
+        UnitPorts("lab", (Expose(port=8081, target=18080),)),
+    ]
+    routes, _ = merge_routes(portal, routes_from_expose([("web", web)]))
+    assert route_units(routes, units) == {
+        8000: "sglang",  # its probe checks 18000
+        8080: "lab",  # a unit exposes 18080 (on another port)
+        7860: None,  # nothing serves 17860
+        9000: None,  # not on loopback
+        9100: "web",  # its own [[expose]]
+    }

@@ -12,7 +12,16 @@ from typing import Any
 
 import pytest
 
-from vastinit.proc.gpu_procs import Gpu, GpuProcess, GpuView, NvmlReader, attribute, device_holders
+from vastinit.proc.gpu_procs import (
+    INIT_PID_NS_INODE,
+    Gpu,
+    GpuProcess,
+    GpuView,
+    NvmlReader,
+    attribute,
+    device_holders,
+    initial_pid_namespace,
+)
 
 GIB = 1 << 30
 
@@ -33,7 +42,7 @@ def test_pid_mode_sums_the_units_own_processes() -> None:
     assert got["sglang"].pids == (10, 11)
     assert not got["sglang"].released(v)
     assert got["sglang"].released(view("pid", [(0, 99, 5 * GIB)]))
-    assert "pid 10 on GPU 0: 2048 MiB" in got["sglang"].held(v)
+    assert got["sglang"].held(v) == "pid 10 on GPU 0: 2048 MiB, pid 11 on GPU 1: 1024 MiB"
 
 
 def test_pid_mode_memory_unknown_when_nvml_does_not_say() -> None:
@@ -80,13 +89,14 @@ def test_device_mode_attributes_memory_only_where_the_unit_is_alone(
     got = attribute(v, members, device_prefix=str(tmp_path / "nvidia"))
     # sglang is GPU 0's only holder and NVML lists one process there: its memory is known.
     assert got["sglang"].gpus == (0,) and got["sglang"].used_bytes == 2 * GIB
+    assert got["sglang"].mode == "device" and got["sglang"].others == ((0, 0),)
     # GPU 1 is shared by two units: neither's memory can be told apart.
     assert got["lab"].gpus == (1,) and got["lab"].used_bytes is None
     assert got["other"].used_bytes is None
     assert got["lab"].others == ((1, 1),)  # a stop of lab leaves 1 process on GPU 1
     assert not got["lab"].released(v)
     assert got["lab"].released(view("device", [(1, 5004, GIB)]))
-    assert "GPU 1: 3 processes (expected 1)" in got["lab"].held(v)
+    assert got["lab"].held(v) == "GPU 1: 3 processes (expected 1)"
 
 
 def test_device_mode_count_mismatch_means_unknown(tmp_path: Path, holders: dict[str, Any]) -> None:
@@ -126,3 +136,53 @@ def test_reader_builds_the_view_from_nvml() -> None:
     assert v == GpuView(
         "pid", (Gpu(0, "GPU-abc", 4, 3 * GIB, 80 * GIB),), (GpuProcess(0, 7, 3 * GIB),)
     )
+
+
+def test_a_unit_on_a_shared_and_a_sole_gpu_has_unknown_memory(tmp_path: Path) -> None:
+    for minor in (0, 1):
+        (tmp_path / f"nvidia{minor}").write_bytes(b"")
+    hold = (
+        "import sys, time; fs = [open(p) for p in sys.argv[1:]]; "
+        "print('ok', flush=True); time.sleep(60)"
+    )
+    both = subprocess.Popen(
+        [sys.executable, "-c", hold, str(tmp_path / "nvidia0"), str(tmp_path / "nvidia1")],
+        stdout=subprocess.PIPE,
+    )
+    other = subprocess.Popen(
+        [sys.executable, "-c", hold, str(tmp_path / "nvidia0")], stdout=subprocess.PIPE
+    )
+    try:
+        for proc in (both, other):
+            assert proc.stdout is not None and proc.stdout.readline() == b"ok\n"
+        gone = subprocess.Popen(["true"])
+        gone.wait()  # a pid that no longer exists is skipped, not the end of the scan
+        v = view("device", [(0, 1, GIB), (0, 2, GIB), (1, 3, GIB)])
+        members = {"a": {gone.pid, both.pid}, "b": {other.pid}}
+        got = attribute(v, members, device_prefix=str(tmp_path / "nvidia"))
+        assert got["a"].gpus == (0, 1) and got["a"].used_bytes is None
+    finally:
+        for proc in (both, other):
+            proc.kill()
+            proc.wait()
+
+
+def test_the_initial_pid_namespace_is_recognised_by_its_inode() -> None:
+    assert INIT_PID_NS_INODE == 4026531836  # PROC_PID_INIT_INO, kernel ABI
+    inode = Path("/proc/self/ns/pid").stat().st_ino
+    assert initial_pid_namespace() is (inode == INIT_PID_NS_INODE)
+
+
+def test_nvml_is_initialised_once_and_shut_down_once() -> None:
+    calls: list[str] = []
+    nvml = SimpleNamespace(
+        nvmlInit=lambda: calls.append("init"),
+        nvmlShutdown=lambda: calls.append("shutdown"),
+        nvmlDeviceGetCount=lambda: 0,
+    )
+    reader = NvmlReader(nvml, pid_mode=False)
+    first, second = reader.view(), reader.view()
+    assert first is not None and first.mode == "device" and second == first
+    reader.close()
+    reader.close()
+    assert calls == ["init", "shutdown"]

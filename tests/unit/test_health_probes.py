@@ -21,6 +21,7 @@ from vastinit.health.result import Outcome
 from vastinit.health.tcp_probe import probe_tcp
 from vastinit.logs.console import ConsoleSink
 from vastinit.logs.mux import LogMux
+from vastinit.model import Probe, ProbeKind
 from vastinit.proc.group import group_alive
 from vastinit.proc.reaper import Reaper, become_subreaper
 
@@ -270,3 +271,26 @@ async def test_notify_dir_is_private_but_traversable() -> None:
     sock = NotifySocket(lambda _: None, name="x" * 200)
     assert len(sock.path.encode()) < 108 and os.path.dirname(sock.path) == str(d)
     sock.close()
+
+
+@pytest.mark.parametrize(
+    ("kind", "target", "interval", "expected"),
+    [
+        # http/tcp: a loopback connect is cheap; 50 ms apart while starting.
+        (ProbeKind.HTTP, "http://127.0.0.1:1/", 1.0, [0.05] * 5),
+        (ProbeKind.TCP, "127.0.0.1:1", 30.0, [0.05] * 5),
+        # exec: a process each time: doubling up to the interval.
+        (ProbeKind.EXEC, ("true",), 0.5, [0.05, 0.1, 0.2, 0.4, 0.5]),
+        # never more often than the interval asks
+        (ProbeKind.HTTP, "http://127.0.0.1:1/", 0.02, [0.02] * 5),
+    ],
+)
+def test_readiness_is_probed_fast_while_starting(
+    kind: ProbeKind, target: str | tuple[str, ...], interval: float, expected: list[float]
+) -> None:
+    from itertools import islice
+
+    from vastinit.health.hooks import starting_delays
+
+    delays = list(islice(starting_delays(Probe(kind, target, interval=interval)), 5))
+    assert delays == pytest.approx(expected)

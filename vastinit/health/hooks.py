@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import re
 import time
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Iterator, Mapping
 from typing import TYPE_CHECKING
 
 import anyio
@@ -23,7 +23,14 @@ from vastinit.health.probes import PERIODIC, ProbeContext, describe, run_probe
 from vastinit.health.report import ProbeErrors, ProbeLog
 from vastinit.health.result import Outcome, passed
 from vastinit.logs.mux import UnitLog
-from vastinit.model import Probe, ProbeKind, Unit, UnitType
+from vastinit.model import (
+    READINESS_FAST_CAP,
+    READINESS_FAST_FIRST,
+    Probe,
+    ProbeKind,
+    Unit,
+    UnitType,
+)
 from vastinit.proc.spawn import Child
 
 if TYPE_CHECKING:
@@ -202,19 +209,32 @@ class UnitHealth:
 
 
 async def _first_pass(probe: Probe, ctx: ProbeContext, rlog: ProbeLog) -> tuple[Outcome, float]:
-    """Probe every ``interval`` until a pass; returns it and how long that attempt took."""
-    async for outcome, took in _every_interval(probe, ctx, first_now=True):
+    """Probe until a pass, fast at first (``starting_delays``); returns the pass and how
+    long that attempt took."""
+    delays = starting_delays(probe)
+    async for outcome, took in _every_interval(probe, ctx, first_now=True, delays=delays):
         if outcome.ok:
             return outcome, took
         rlog.failed(outcome.detail)
     raise AssertionError("unreachable: _every_interval never ends")
 
 
+def starting_delays(probe: Probe) -> Iterator[float]:
+    """The periods between readiness attempts while starting: 50 ms for http and tcp
+    probes; for exec ones 50 ms doubling up to ``interval``; never over ``interval``."""
+    cap = READINESS_FAST_CAP if probe.kind in (ProbeKind.HTTP, ProbeKind.TCP) else probe.interval
+    delay = READINESS_FAST_FIRST
+    while True:
+        yield min(delay, cap, probe.interval)
+        delay *= 2
+
+
 async def _every_interval(
-    probe: Probe, ctx: ProbeContext, *, first_now: bool
+    probe: Probe, ctx: ProbeContext, *, first_now: bool, delays: Iterator[float] | None = None
 ) -> AsyncIterator[tuple[Outcome, float]]:
-    """Run ``probe`` forever, one attempt every ``interval`` (start to start, so a slow
-    attempt does not stretch the period); yields each outcome and how long it took."""
+    """Run ``probe`` forever, one attempt every ``interval`` (or each of ``delays`` in
+    turn), start to start, so a slow attempt does not stretch the period; yields each
+    outcome and how long it took."""
     delay = 0.0 if first_now else probe.interval
     while True:
         await anyio.sleep(delay)
@@ -222,7 +242,8 @@ async def _every_interval(
         outcome = await run_probe(probe, ctx)
         took = time.monotonic() - began
         yield outcome, took
-        delay = max(probe.interval - took, 0.0)
+        period = next(delays) if delays is not None else probe.interval
+        delay = max(period - took, 0.0)
 
 
 def _silence(probe: Probe) -> str:

@@ -24,10 +24,11 @@ import errno
 import itertools
 import os
 import secrets
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+import anyio
 import structlog
 
 _log = structlog.get_logger("vastinit")
@@ -65,6 +66,27 @@ class Membership:
         """What the main process's environment gets."""
         return {MARKER_VAR: self.token}
 
+    async def live(self, main: int | None = None) -> set[int]:
+        """The live members now, off the loop. ``main``: the start's main process while it
+        lives.
+
+        When vastinit reaps orphans (``enable_quick_check``), every member descends from
+        the main process or from a child of vastinit that no unit accounts for (an orphan
+        it adopted): only those process trees are read — a few /proc files for a normal
+        unit, none at all once its main process is gone and nothing strayed. Otherwise one
+        pass over /proc, shared by concurrent callers (``SCANNER``)."""
+        roots = _tree_roots(main)
+        if roots is None:
+            found = await SCANNER.marked(self.token)
+        elif roots:
+            found = await anyio.to_thread.run_sync(_marked_in_trees, roots, self.token)
+        else:
+            found = set()
+        if self.cgroup is not None:
+            found |= await anyio.to_thread.run_sync(cgroup_pids, self.cgroup)
+        found.discard(os.getpid())
+        return found
+
     def pids(self) -> set[int]:
         """The live members now (blocking: call off the loop)."""
         found = set(marked_pids([self.token]).get(self.token, ()))
@@ -91,6 +113,118 @@ class Membership:
         """Remove the start's cgroup once it is empty (a no-op while members live)."""
         if self.cgroup is not None:
             remove_cgroup(self.cgroup)
+
+
+_known_children: Callable[[], set[int]] | None = None
+
+
+def enable_quick_check(known_children: Callable[[], set[int]]) -> None:
+    """vastinit reaps orphans (PID 1 or child subreaper): ``known_children()`` gives the
+    pids of its children that belong to no finished start (units' main processes)."""
+    global _known_children
+    _known_children = known_children
+
+
+def _children(pid: int) -> set[int] | None:
+    """The children of every thread of ``pid``; None if the kernel does not list them."""
+    found: set[int] = set()
+    try:
+        tasks = os.listdir(f"/proc/{pid}/task")
+    except OSError:
+        return found  # the process is gone
+    for tid in tasks:
+        try:
+            with open(f"/proc/{pid}/task/{tid}/children") as f:
+                found.update(int(child) for child in f.read().split())
+        except FileNotFoundError:
+            continue  # the thread or the process ended meanwhile
+        except OSError:
+            return None  # no children file (CONFIG_PROC_CHILDREN off)
+    return found
+
+
+def _tree_roots(main: int | None) -> set[int] | None:
+    """Where a start's members can be: ``main`` and vastinit's children that no unit
+    accounts for; None when that cannot be known (no quick check, no children file).
+    Reads one small procfs file, on the loop."""
+    if _known_children is None:
+        return None
+    # Only the main thread's list: vastinit forks from the loop's thread (the main one),
+    # and orphans are re-parented to the thread-group leader while it lives. (Reading every
+    # thread's list would cost a read per log-writer thread.)
+    me = os.getpid()
+    try:
+        with open(f"/proc/{me}/task/{me}/children") as f:
+            mine = {int(child) for child in f.read().split()}
+    except OSError:
+        return None
+    roots = mine - _known_children()
+    if main is not None:
+        roots.add(main)
+    return roots
+
+
+def _marked_in_trees(roots: set[int], token: str) -> set[int]:
+    """The processes carrying ``token`` in the process trees under ``roots`` (blocking)."""
+    found: set[int] = set()
+    seen: set[int] = set()
+    todo = list(roots)
+    while todo:
+        pid = todo.pop()
+        if pid in seen:
+            continue
+        seen.add(pid)
+        try:
+            with open(f"/proc/{pid}/environ", "rb") as f:
+                if _environ_token(f.read()) == token:
+                    found.add(pid)
+        except OSError:
+            pass  # gone, or not ours to read: its children may still be
+        todo.extend(_children(pid) or ())
+    return found
+
+
+class _Batch:
+    def __init__(self) -> None:
+        self.tokens: set[str] = set()
+        self.driven = False
+        self.done = anyio.Event()
+        self.found: dict[str, set[int]] = {}
+
+
+class Scanner:
+    """Answers "which pids carry token T" for many concurrent askers with one /proc pass.
+
+    Askers join the batch that has not started yet; its first asker drives it: it waits
+    for the pass in progress (if any) to end, then closes the batch (later askers start the
+    next one) and reads /proc once for every token in it. So every answer comes from a pass
+    that began after the question was asked."""
+
+    def __init__(self) -> None:
+        self._batch = _Batch()
+        self._lock = anyio.Lock()
+        self.passes = 0  # passes over /proc so far (for tests and benchmarks)
+
+    async def marked(self, token: str) -> set[int]:
+        batch = self._batch
+        batch.tokens.add(token)
+        if batch.driven:
+            await batch.done.wait()
+        else:
+            batch.driven = True
+            # Shielded: the others wait on this batch, so its driver must finish it.
+            with anyio.CancelScope(shield=True):
+                async with self._lock:
+                    self._batch = _Batch()
+                    try:
+                        batch.found = await anyio.to_thread.run_sync(marked_pids, batch.tokens)
+                        self.passes += 1
+                    finally:
+                        batch.done.set()
+        return set(batch.found.get(token, ()))
+
+
+SCANNER = Scanner()
 
 
 def _environ_token(data: bytes) -> str | None:
@@ -149,6 +283,8 @@ def describe(pid: int) -> Member | None:
     if not fields or fields[0] == b"Z":
         return None  # a zombie holds nothing but its pid; its parent (we) reaps it
     command = cmdline.rstrip(b"\0").replace(b"\0", b" ").decode(errors="replace")
+    # One line in status whatever the arguments hold (``python -c "<code>"``).
+    command = "".join(c if c.isprintable() else repr(c)[1:-1] for c in command)
     if not command:
         command = "[" + stat[stat.find(b"(") + 1 : stat.rfind(b")")].decode(errors="replace") + "]"
     return Member(pid, int(fields[2]), command[:200])

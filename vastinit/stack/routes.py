@@ -184,3 +184,51 @@ def site_plan(
             served.append(route)
             seen.add(route.port)
     return served, skipped
+
+
+# A readiness or liveness probe of a unit that checks this loopback port: http://HOST:PORT/...
+# or HOST:PORT (tcp), HOST one of these. Templates (``${VAR}``) are not guessed at.
+_LOOPBACK = r"(?:127\.0\.0\.1|localhost|\[::1\])"
+_PROBE_PORT = re.compile(rf"^(?:https?://)?{_LOOPBACK}:(\d{{1,5}})(?:[/?#].*)?$")
+
+
+@dataclass(frozen=True)
+class UnitPorts:
+    """What ties a unit to routes: its ``[[expose]]`` tables and the loopback ports its
+    readiness and liveness probes check."""
+
+    name: str
+    exposes: tuple[Expose, ...] = ()
+    probe_ports: frozenset[int] = frozenset()
+
+
+def probe_port(target: str) -> int | None:
+    """The loopback port an http or tcp probe target checks; None for anything else."""
+    match = _PROBE_PORT.match(target.strip())
+    if match is None or "$" in target:
+        return None
+    port = int(match.group(1))
+    return port if 1 <= port <= 65535 else None
+
+
+def route_units(routes: Iterable[Route], units: Iterable[UnitPorts]) -> dict[int, str | None]:
+    """The unit behind each route (by external port), or None when no unit serves it.
+
+    A route's unit is the unit whose ``[[expose]]`` it is; else the unit that exposes its
+    target port; else the unit whose readiness or liveness probe checks that port on
+    127.0.0.1. A route whose upstream is not on loopback has no unit.
+    """
+    units = list(units)
+    by_target = {e.target: u.name for u in units for e in u.exposes}
+    by_probe = {p: u.name for u in units for p in sorted(u.probe_ports)}
+    found: dict[int, str | None] = {}
+    for route in routes:
+        if route.is_alias:
+            continue
+        unit: str | None = None
+        if route.source.startswith("unit "):
+            unit = route.source.removeprefix("unit ")
+        elif route.host in ("127.0.0.1", "localhost"):
+            unit = by_target.get(route.target) or by_probe.get(route.target)
+        found[route.port] = unit
+    return found

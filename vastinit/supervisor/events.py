@@ -38,8 +38,8 @@ REPLAY_EVENTS = 4096
 SUBSCRIBER_BYTES = 1 << 20
 BATCH_BYTES = 64 << 10
 
-# Event types published today, and the ones reserved for the issues that will build them
-# (GPU attribution, edge routes): a client may filter on them already.
+# Event types published today ("route": supervisor/edge.py), and the one reserved for the
+# issue that will build it (GPU attribution): a client may filter on it already.
 EVENT_TYPES = frozenset(
     {
         "state",

@@ -345,6 +345,13 @@ class Manager:
                 tg.start_soon(stop_after_dependents, name)
         await self.sweep()
 
+    def known_children(self) -> set[int]:
+        """vastinit's children that belong to no finished start: the units' live main
+        processes (members.enable_quick_check)."""
+        return {
+            r.child.pid for r in self.runners.values() if r.child is not None and not r.child.exited
+        }
+
     async def scan_processes(self, max_age: float = SCAN_MAX_AGE_S) -> None:
         """Find every unit's processes outside its main process group (one pass over /proc,
         off the loop) and keep them on each runner for status; a scan younger than

@@ -24,15 +24,18 @@ from vastinit.proc.status import signal_name
 # Members outside the group die without waking us when they are not our children (yet): how
 # often their membership is re-read while a stop waits.
 _RESCAN_S = 0.1
+# A group member that is not our child (yet) dies without waking us: the group's re-check.
+_FALLBACK_POLL = 0.05
 
 
 def _tracked(child: Child, policy: StopPolicy) -> Membership | None:
     return child.members if policy.escaped is Escaped.STOP else None
 
 
-async def _members_outside(members: Membership, pgid: int | None) -> set[int]:
-    """Live members outside the group ``pgid`` (the group is signalled as a whole)."""
-    pids = await anyio.to_thread.run_sync(members.pids)
+async def _members_outside(members: Membership, pgid: int | None, main: int | None) -> set[int]:
+    """Live members outside the group ``pgid`` (the group is signalled as a whole);
+    ``main``: the start's main process while it lives."""
+    pids = await members.live(main)
     return {pid for pid in pids if pgid is None or _pgid(pid) != pgid}
 
 
@@ -49,24 +52,45 @@ async def leftovers(child: Child, policy: StopPolicy) -> bool:
     if not child.exited or group_alive(child.pgid):
         return True
     members = _tracked(child, policy)
-    return members is not None and bool(await anyio.to_thread.run_sync(members.pids))
+    return members is not None and bool(await members.live())
 
 
 async def _wait_gone(
-    pgid: int | None, members: Membership | None, reaper: Reaper, timeout: float | None, sig: int
+    pgid: int | None,
+    members: Membership | None,
+    reaper: Reaper,
+    timeout: float | None,
+    sig: int,
+    child: Child | None = None,
 ) -> bool:
     """Wait until the group ``pgid`` is empty and no member of ``members`` lives; members
     seen outside the group on the way get ``sig`` (when not 0). False if ``timeout``
-    passed first."""
+    passed first.
+
+    The members are read (a pass over /proc) once at the start, so escapees get the signal
+    with the group, then again only once the group is empty, and every ``_RESCAN_S`` while
+    members remain: a stop with nothing escaped costs two reads, however long it takes."""
     signalled: set[int] = set()
+
+    async def outside() -> set[int]:
+        if members is None:
+            return set()
+        main = child.pid if child is not None and not child.exited else None
+        found = await _members_outside(members, pgid, main)
+        for pid in found - signalled:
+            if sig:
+                _signal_member(pid, sig)
+            signalled.add(pid)
+        return found
+
     with anyio.move_on_after(timeout):
+        await outside()
         while True:
-            outside = await _members_outside(members, pgid) if members is not None else set()
-            for pid in outside - signalled:
-                if sig:
-                    _signal_member(pid, sig)
-                signalled.add(pid)
-            if not outside and (pgid is None or not group_alive(pgid)):
+            if pgid is not None and group_alive(pgid):
+                with anyio.move_on_after(_FALLBACK_POLL):
+                    await reaper.wait_any_reaped()
+                continue
+            if not await outside():
                 return True
             with anyio.move_on_after(_RESCAN_S):
                 await reaper.wait_any_reaped()
@@ -79,14 +103,16 @@ def _signal_member(pid: int, sig: int) -> None:
         signal_pid(pid, signal.SIGCONT)  # a stopped member can't act on it until continued
 
 
-async def _kill_all(pgid: int | None, members: Membership | None, reaper: Reaper) -> None:
+async def _kill_all(
+    pgid: int | None, members: Membership | None, reaper: Reaper, child: Child | None = None
+) -> None:
     """SIGKILL the group and every member, and wait until they are gone."""
     while True:
         if pgid is not None:
             signal_group(pgid, signal.SIGKILL)
         if members is not None:
             await anyio.to_thread.run_sync(members.kill_all)
-        if await _wait_gone(pgid, members, reaper, 5.0, signal.SIGKILL):
+        if await _wait_gone(pgid, members, reaper, 5.0, signal.SIGKILL, child):
             return
         # Something survived SIGKILL for 5 s (a process stuck in the kernel, D state):
         # keep trying rather than pretend it is gone.
@@ -104,16 +130,16 @@ async def stop_child(
         # main mode: the program tears down its own tree on this signal (SGLang does); what
         # is still there at the timeout is killed.
         signal_pid(child.pid, sig)
-        gone = await _wait_gone(child.pgid, members, reaper, policy.timeout, 0)
+        gone = await _wait_gone(child.pgid, members, reaper, policy.timeout, 0, child)
     else:
         signal_group(child.pgid, sig)
         # A stopped (SIGSTOPped) member can't act on the signal until continued.
         if sig not in (signal.SIGKILL, signal.SIGCONT):
             signal_group(child.pgid, signal.SIGCONT)
-        gone = await _wait_gone(child.pgid, members, reaper, policy.timeout, sig)
+        gone = await _wait_gone(child.pgid, members, reaper, policy.timeout, sig, child)
     if gone:
         return f"{signal_name(sig)}"
-    await _kill_all(child.pgid, members, reaper)
+    await _kill_all(child.pgid, members, reaper, child)
     return f"SIGKILL after {signal_name(sig)} timed out ({format_duration(policy.timeout)})"
 
 
@@ -133,4 +159,4 @@ async def kill_child(child: Child, policy: StopPolicy, reaper: Reaper) -> None:
     if members is None:
         await kill_group(child.pgid, reaper)
     else:
-        await _kill_all(child.pgid, members, reaper)
+        await _kill_all(child.pgid, members, reaper, child)

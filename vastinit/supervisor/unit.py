@@ -668,13 +668,17 @@ class UnitRunner:
         members = child.members
         if members is None:
             return
-        alive = await anyio.to_thread.run_sync(members.pids)
+        keep = self.unit.stop.escaped is Escaped.KEEP
+        # After a stop in "stop" mode nothing of the start is left (the stop ended only
+        # once nothing was): no need to look again.
+        alive = await members.live() if keep or not stopped else set()
         if not alive:
-            await anyio.to_thread.run_sync(members.release)
-        elif self.unit.stop.escaped is Escaped.KEEP:
+            if members.cgroup is not None:
+                await anyio.to_thread.run_sync(members.release)
+        elif keep:
             earlier = [m for m in self.released if m is not members]
             # Earlier releases whose processes have all ended need no tracking any more.
-            live = await anyio.to_thread.run_sync(lambda: [m for m in earlier if m.pids()])
+            live = [m for m in earlier if await m.live()]
             self.released = [*live, members]
             self.log.info("escaped processes released", pids=sorted(alive))
         elif not stopped:
@@ -686,7 +690,7 @@ class UnitRunner:
     async def _end_lingering(self, cause: str) -> None:
         """Stop the members the last start left running (``escaped = "stop"``)."""
         members, self.lingering = self.lingering, None
-        if members is None or not await anyio.to_thread.run_sync(members.pids):
+        if members is None or not await members.live():
             return
         how = await stop_members(members, self.unit.stop, self.ctx.reaper)
         self.log.info("escaped processes of the last run stopped", by=how, cause=cause)
