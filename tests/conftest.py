@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -9,6 +10,12 @@ from typing import Any
 import pytest
 
 from tests.harness import Vastinit
+
+# Tests never touch this machine's /etc, crontabs or /etc/supervisor: every vastinit (and
+# `vastinit caddyfile`) they start is in the workstation role (SPEC §4.3), set here before
+# any fixture of any scope runs. A test of the box role sets VASTINIT_ROLE=box itself, with
+# scratch paths for everything the box role touches.
+os.environ["VASTINIT_ROLE"] = "workstation"
 
 
 @pytest.fixture
@@ -31,3 +38,9 @@ def vastinit_run(tmp_path: Path, units_dir: Path) -> Iterator[Callable[..., Vast
     yield start
     for v in started:
         v.kill()
+
+
+@pytest.fixture(autouse=True)
+def _scratch_portal_yaml(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """A box-role test that forgets VASTINIT_PORTAL_YAML still never writes /etc."""
+    monkeypatch.setenv("VASTINIT_PORTAL_YAML", str(tmp_path / "etc-portal.yaml"))

@@ -15,6 +15,7 @@ import anyio
 import structlog
 
 from vastinit import paths
+from vastinit.role import ROLE_ENV, role_name
 
 if TYPE_CHECKING:
     from vastinit.config.crontab import Crontabs
@@ -149,6 +150,8 @@ def base_environment(
     # The edge credentials go only to units that list them in `secrets` (start_environment).
     env = {k: v for k, v in environ.items() if k not in SECRET_VARIABLES}
     env["VASTINIT_UNITS"] = ":".join(str(d) for d in unit_dirs)
+    # Decided once, here (PID 1 is only true of vastinit itself): its units agree with it.
+    env[ROLE_ENV] = role_name(environ)
     # Where `vastinit caddyfile` points Caddy's readiness gate and admin socket (edge.py).
     edge = paths.default_edge_dir(socket)
     if edge is not None:

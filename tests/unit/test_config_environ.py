@@ -107,7 +107,7 @@ def test_base_environment_drops_the_secrets() -> None:
     from vastinit.app import base_environment
 
     env = base_environment({**SECRET_ENV, "PATH": "/bin"}, [Path("/u")], None, "")
-    assert env == {"A": "a", "PATH": "/bin", "VASTINIT_UNITS": "/u"}
+    assert env == {"A": "a", "PATH": "/bin", "VASTINIT_UNITS": "/u", "VASTINIT_ROLE": "workstation"}
 
 
 def test_secrets_must_be_variable_names(tmp_path: Path) -> None:

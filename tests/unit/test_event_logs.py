@@ -211,3 +211,54 @@ def test_a_rate_limited_gap_is_reported_even_when_no_line_follows() -> None:
         assert [e["lines"] for e in events if e["type"] == "skipped"] == [15]
 
     anyio.run(main)
+
+
+def test_a_slow_reader_losing_lines_is_not_dropped_while_it_reads(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Shedding alone is not stalling: a client that pauses 1.5 s, then takes a batch every
+    0.1 s while its unit floods, loses lines (counted) but keeps its stream."""
+    monkeypatch.setattr(event_logs, "STALL_CUTOFF_S", 3.0)
+
+    async def main() -> None:
+        hub, sub, follow, pump = _setup()
+        events: list[dict[str, object]] = []
+
+        async def slow_reader() -> None:
+            events.extend(_decode(await sub.next_batch()))
+            await anyio.sleep(1.5)  # one pause longer than the pump's 1 s check, on purpose
+            while True:
+                events.extend(_decode(await sub.next_batch()))
+                await anyio.sleep(0.1)  # the client's own pace, on purpose
+
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(pump.run)
+            tg.start_soon(slow_reader)
+            for i in range(0, 250_000, 1000):  # ~25 MiB over ~2.5 s
+                follow.push(_chunk(i, "flood", i, 1000))
+                await anyio.sleep(0.01)
+            await _until(lambda: any(e["type"] == "skipped" for e in events), "a skipped event")
+            tg.cancel_scope.cancel()
+        assert follow.dropped > 0 and not sub.closed and hub.dropped == 0
+
+    anyio.run(main)
+
+
+def test_a_rate_gap_is_told_before_the_next_line_that_passes() -> None:
+    async def main() -> None:
+        clock = FakeClock()
+        _hub, sub, follow, pump = _setup(rate=100, clock=clock)
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(pump.run)
+            follow.push(_chunk(0, "a", 0, 150))  # 100 pass, 50 left out
+            events = _decode(await sub.next_batch())
+            clock.now += 0.105  # 10 more may pass; the gap is not told yet (MARK_S: real time)
+            follow.push(_chunk(1, "a", 150, 20))
+            while len([e for e in events if e["type"] == "log"]) < 110:
+                events += _decode(await sub.next_batch())
+            tg.cancel_scope.cancel()
+        kinds = [e["type"] for e in events]
+        assert kinds[:100] == ["log"] * 100 and kinds[100] == "skipped"
+        assert events[100]["lines"] == 50 and _numbers(events[101:111]) == list(range(150, 160))
+
+    anyio.run(main)

@@ -25,12 +25,11 @@ from vastinit.model import Expose, ProbeKind, Unit
 from vastinit.stack.caddy_token import check_token, default_token_file, ensure_token
 from vastinit.stack.certs import cert_paths, ensure_certificate, send_status
 from vastinit.stack.common import StackError, configure_cli_logging, env_flag
+from vastinit.stack.portal_yaml import applications
 from vastinit.stack.routes import (
     Route,
     UnitPorts,
-    default_portal_config,
     merge_routes,
-    parse_portal_config,
     probe_port,
     route_units,
     routes_from_expose,
@@ -585,12 +584,18 @@ class EdgePlan:
 
 
 def plan(
-    env: Mapping[str, str], units: Iterable[UnitPorts], *, jupyter_launch: bool = False
+    env: Mapping[str, str],
+    units: Iterable[UnitPorts],
+    *,
+    jupyter_launch: bool = False,
+    seed: bool = False,
 ) -> EdgePlan:
-    """The edge's routes for the caddy unit's ``env`` and the units; StackError on bad input."""
+    """The edge's routes for the caddy unit's ``env`` and the units; StackError on bad input.
+    The applications list is /etc/portal.yaml in the box role (``seed``: written from
+    PORTAL_CONFIG when absent), else PORTAL_CONFIG (stack/portal_yaml.py)."""
     units = list(units)
     exposes = [(u.name, e) for u in units for e in u.exposes]
-    portal = parse_portal_config(env.get("PORTAL_CONFIG") or default_portal_config(env))
+    portal = applications(env, seed=seed)
     routes, notes = merge_routes(portal, routes_from_expose(exposes))
     served, skipped = site_plan(routes, env, jupyter_launch=jupyter_launch)
     return EdgePlan(served, route_units(served, units), skipped, notes)
@@ -617,12 +622,13 @@ def build(
     *,
     jupyter_launch: bool = False,
     edge_dir: str | None = None,
+    seed: bool = False,
 ) -> str:
     """The Caddyfile for ``env`` and the units' ``[[expose]]``; StackError on bad input."""
     units = [
         item if isinstance(item, UnitPorts) else UnitPorts(item[0], (item[1],)) for item in exposes
     ]
-    edge = plan(env, units, jupyter_launch=jupyter_launch)
+    edge = plan(env, units, jupyter_launch=jupyter_launch, seed=seed)
     for note in edge.notes:
         log.warning("caddy.expose_overridden", note=note)
     for route, reason in edge.skipped:
@@ -733,6 +739,7 @@ def main(argv: list[str]) -> int:
             _load_units(args.units),
             jupyter_launch=jupyter_launch_mode(env),
             edge_dir=env.get("VASTINIT_EDGE_DIR") or None,
+            seed=args.run,  # the caddy unit's start seeds /etc/portal.yaml (box role)
         )
     except ConfigError as exc:
         print(f"vastinit caddyfile: the unit files are invalid:\n{exc}", file=sys.stderr)
