@@ -119,7 +119,8 @@ def main_run(argv: list[str]) -> int:
 def _crontabs() -> Crontabs | None:
     """The crontabs as units, in the box role only (SPEC 4.3): on a workstation the host's
     own cron runs them already. ``VASTINIT_CRONTABS=off`` turns them off in a box too."""
-    from vastinit.config.crontab import CrontabPaths, Crontabs, box_role
+    from vastinit.config.crontab import CrontabPaths, Crontabs
+    from vastinit.role import box_role
 
     if os.environ.get("VASTINIT_CRONTABS", "").lower() in ("0", "off", "false", "no"):
         return None

@@ -9,15 +9,11 @@ from pathlib import Path
 import pytest
 
 from vastinit.config import load_units
-from vastinit.config.crontab import (
-    CrontabPaths,
-    Crontabs,
-    box_role,
-    split_percent,
-)
+from vastinit.config.crontab import CrontabPaths, Crontabs, split_percent
 from vastinit.config.environ import resolve_unit
 from vastinit.errors import ConfigError
 from vastinit.model import Escaped, Overlap, UnitType
+from vastinit.role import box_role
 
 ROOT_ONLY = pytest.mark.skipif(os.geteuid() != 0, reason="file owners need root to set")
 

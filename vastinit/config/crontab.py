@@ -45,8 +45,6 @@ CRON_D_ENV = "VASTINIT_CRON_D"  # default /etc/cron.d
 SPOOL_ENV = "VASTINIT_CRON_SPOOL"  # default /var/spool/cron/crontabs
 LOCALTIME_ENV = "VASTINIT_LOCALTIME"  # default /etc/localtime
 RESCAN_ENV = "VASTINIT_CRON_RESCAN"  # seconds between looks at the crontabs (default 10)
-ROLE_ENV = "VASTINIT_ROLE"
-LAUNCH_FILE_ENV = "VASTINIT_LAUNCH_FILE"  # default /.launch
 
 DEFAULT_RESCAN = 10.0
 MAX_CRONTAB = 1 * MIB
@@ -85,20 +83,6 @@ class CrontabPaths:
             spool=Path(env.get(SPOOL_ENV) or d.spool),
             localtime=Path(env.get(LOCALTIME_ENV) or d.localtime),
         )
-
-
-def box_role(environ: Mapping[str, str] | None = None, *, pid1: bool | None = None) -> bool:
-    """SPEC 4.3: ``VASTINIT_ROLE=box|workstation``, else box when PID 1, ``/.launch`` or
-    ``VAST_CONTAINERLABEL`` is present."""
-    env = os.environ if environ is None else environ
-    role = env.get(ROLE_ENV, "").strip().lower()
-    if role in ("box", "workstation"):
-        return role == "box"
-    if (os.getpid() == 1) if pid1 is None else pid1:
-        return True
-    return bool(env.get("VAST_CONTAINERLABEL")) or os.path.exists(
-        env.get(LAUNCH_FILE_ENV) or "/.launch"
-    )
 
 
 def rescan_interval(environ: Mapping[str, str] | None = None) -> float:
