@@ -35,7 +35,7 @@ from benchmarks.common import (
     save_results,
 )
 
-WORKLOADS = ("flood", "start", "ctl", "restart", "shutdown", "orphans")
+WORKLOADS = ("flood", "start", "ctl", "restart", "shutdown", "orphans", "cron")
 _MODULES = {
     "flood": "benchmarks.flood",
     "start": "benchmarks.start",
@@ -43,6 +43,7 @@ _MODULES = {
     "restart": "benchmarks.restart",
     "shutdown": "benchmarks.shutdown",
     "orphans": "benchmarks.orphans",
+    "cron": "benchmarks.cron_idle",  # vastinit only: crontab lines' idle cost
 }
 
 

@@ -69,6 +69,9 @@ class Vastinit:
         self.log_dir = tmp / "logs"
         self.socket = tmp / "vastinit.sock"
         full_env = {**os.environ, "VASTINIT_LOG_FORMAT": "json", "PYTHONUNBUFFERED": "1"}
+        # A PID-1 vastinit is in the box role: it would read this machine's crontabs. Tests
+        # of crontab units turn them on with scratch directories (tests/integration/cronfs).
+        full_env.setdefault("VASTINIT_CRONTABS", "off")
         full_env.update(env or {})
         cmd = [
             sys.executable,

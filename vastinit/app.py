@@ -18,6 +18,7 @@ from vastinit import paths
 from vastinit.role import ROLE_ENV, role_name
 
 if TYPE_CHECKING:
+    from vastinit.config.crontab import Crontabs
     from vastinit.control.server import ControlSocket
     from vastinit.model import Unit
     from vastinit.proc.members import CgroupTree
@@ -55,8 +56,9 @@ def main_run(argv: list[str]) -> int:
     from vastinit.errors import ConfigProblem
 
     warnings: list[ConfigProblem] = []
+    crontabs = _crontabs()
     try:
-        units = load_units(unit_dirs, warnings=warnings)
+        units = load_units(unit_dirs, crontabs, warnings=warnings)
     except ConfigError as exc:
         for problem in exc.problems:
             print(problem, file=sys.stderr)
@@ -100,7 +102,7 @@ def main_run(argv: list[str]) -> int:
 
     alias = _supervisor_socket_alias(socket) if listener is not None else None
     try:
-        code: int = anyio.run(_run, units, unit_dirs, log_dir, listener, log_group)
+        code: int = anyio.run(_run, units, unit_dirs, log_dir, listener, log_group, crontabs)
     except Exception:
         # A failure outside the supervisor's own fence (_run stops every unit itself when
         # it can): say what it was, and exit non-zero with everything cleaned up.
@@ -150,6 +152,19 @@ def _remove_alias(alias: Path, socket: Path) -> None:
         pass
 
 
+def _crontabs() -> Crontabs | None:
+    """The crontabs as units, in the box role only (SPEC 4.3): on a workstation the host's
+    own cron runs them already. ``VASTINIT_CRONTABS=off`` turns them off in a box too."""
+    from vastinit.config.crontab import CrontabPaths, Crontabs
+    from vastinit.role import box_role
+
+    if os.environ.get("VASTINIT_CRONTABS", "").lower() in ("0", "off", "false", "no"):
+        return None
+    if not box_role():
+        return None
+    return Crontabs(CrontabPaths.from_environ())
+
+
 # vastinit itself failed (a bug in the supervisor, not in a unit): EX_SOFTWARE.
 EXIT_INTERNAL_ERROR = 70
 
@@ -195,6 +210,7 @@ async def _run(
     log_dir: Path,
     listener: ControlSocket | None,
     log_group: int | None = None,
+    crontabs: Crontabs | None = None,
 ) -> int:
     from vastinit.control.server import start_control_server
     from vastinit.logs.console import ConsoleSink
@@ -208,7 +224,7 @@ async def _run(
     from vastinit.supervisor.loop_errors import LoopErrorLimiter
     from vastinit.supervisor.manager import Manager
     from vastinit.supervisor.pid1 import SignalQueue, is_pid1, serve_signals
-    from vastinit.supervisor.reload import make_reloader
+    from vastinit.supervisor.reload import log_crontab_diagnostics, make_reloader
 
     fmt = "json" if os.environ.get("VASTINIT_LOG_FORMAT", "").lower() == "json" else "text"
     console = ConsoleSink(1, fmt=fmt)
@@ -253,18 +269,23 @@ async def _run(
     if reaps_orphans:
         # Orphans come to vastinit: a finished start with no stray child has no member left.
         enable_quick_check(manager.known_children)
-    reloader = make_reloader(manager, unit_dirs)
+    reloader = make_reloader(manager, unit_dirs, crontabs)
     # Everything loaded so far lives as long as vastinit: move it out of the collector's
     # reach, so no full collection pass over it lands in a shutdown or a restart.
     gc.collect()
     gc.freeze()
     log.info("vastinit starting", pid=os.getpid(), units=len(units), log_dir=str(log_dir))
+    log_crontab_diagnostics(crontabs)
     code = 0
     try:
         async with anyio.create_task_group() as tg:
             await tg.start(manager.run)
             if base_env.get("VASTINIT_EDGE_DIR"):
                 await tg.start(Edge(manager, Path(base_env["VASTINIT_EDGE_DIR"])).run)
+            if crontabs is not None:
+                from vastinit.config.crontab import rescan_interval
+
+                tg.start_soon(reloader.watch_crontabs, rescan_interval())
             if listener is not None:
                 await start_control_server(tg, SupervisorCommands(manager, reloader), listener)
             code = await serve_signals(manager, reloader.on_signal, signals)

@@ -188,7 +188,8 @@ def vastinit_argv(units: Path, tmp: Path) -> list[str]:
 
 
 def vastinit_env(**extra: str) -> dict[str, str]:
-    return {**os.environ, "VASTINIT_LOG_FORMAT": "json", "PYTHONUNBUFFERED": "1", **extra}
+    base = {**os.environ, "VASTINIT_LOG_FORMAT": "json", "PYTHONUNBUFFERED": "1"}
+    return {**base, "VASTINIT_CRONTABS": "off", **extra}
 
 
 def read(path: Path) -> bytes:

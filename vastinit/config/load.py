@@ -19,6 +19,7 @@ from typing import Any
 
 from vastinit import graph
 from vastinit.config import ini
+from vastinit.config.crontab import Crontabs
 from vastinit.config.files import MIB, FileRefused, read_bounded
 from vastinit.config.locate import KeyPath, Locator, too_deep_line
 from vastinit.config.validate import UNIT_NAME, Report, build_unit, close_match, dotted
@@ -45,6 +46,8 @@ class _Source:
     # key path -> file that set it last; a path's file is that of its longest listed prefix
     origin: dict[KeyPath, Path] = field(default_factory=dict)
     ok: bool = True
+    preset: dict[str, Any] | None = None  # the base's table when it is no TOML file (crontab)
+    line: int = 0  # the base's line, when the whole base is one line of its file
 
 
 class _Problems:
@@ -62,20 +65,27 @@ class _Problems:
         file = _origin(source, path)
         locator = self.locators.get(file)
         line = locator.line(path) if locator is not None else 0
+        if source.line and file == source.base:
+            line = source.line
         self.add(file, line, source.name, message)
 
 
 def load_units(
     dirs: Sequence[Path],
+    crontabs: Crontabs | None = None,
     *,
     ini_files: Sequence[Path] | None = None,
     warnings: list[ConfigProblem] | None = None,
 ) -> dict[str, Unit]:
-    """Every unit on the search path ``dirs``, drop-ins merged, and every supervisord
-    program (``ini_files``: default, those in ``dirs`` and, in the box role,
-    /etc/supervisor's); ConfigError lists all problems, ``warnings`` receives the rest."""
+    """Every unit on the search path ``dirs``, drop-ins merged, every supervisord program
+    (``ini_files``: default, those in ``dirs`` and, in the box role, /etc/supervisor's)
+    and, with ``crontabs``, every crontab job line (vastinit.config.crontab; a bad line is
+    a diagnostic of ``crontabs``, not a problem here: the other units still load).
+    ConfigError lists all problems; ``warnings`` receives the rest."""
     problems = _Problems()
     sources = _discover(dirs, problems)
+    if crontabs is not None:
+        _add_crontab_sources(crontabs, sources)
     units: dict[str, Unit] = {}
     # ---- supervisord INI programs (vastinit.config.ini) ----
     programs = _ini_programs(dirs, ini_files, problems, warnings)
@@ -197,6 +207,15 @@ def _discover(dirs: Sequence[Path], problems: _Problems) -> dict[str, _Source]:
     return sources
 
 
+def _add_crontab_sources(crontabs: Crontabs, sources: dict[str, _Source]) -> None:
+    """The crontab hook: each job line is a source whose base table is already parsed; its
+    drop-ins (``NAME.d/*.toml``) merge on it as on a unit file."""
+    files = {name for name, s in sources.items() if s.base is not None}
+    for entry in crontabs.scan(files):
+        source = sources.setdefault(entry.name, _Source(entry.name))
+        source.base, source.preset, source.line = entry.file, entry.table, entry.line
+
+
 def _valid_name(name: str, path: Path, problems: _Problems) -> bool:
     if UNIT_NAME.fullmatch(name):
         return True
@@ -212,7 +231,10 @@ def _valid_name(name: str, path: Path, problems: _Problems) -> bool:
 def _read_and_merge(source: _Source, problems: _Problems) -> None:
     assert source.base is not None
     for index, path in enumerate([source.base, *source.dropins]):
-        table = _parse(path, source.name, problems)
+        if index == 0 and source.preset is not None:
+            table: dict[str, Any] | None = copy.deepcopy(source.preset)
+        else:
+            table = _parse(path, source.name, problems)
         if table is None:
             source.ok = False
             continue

@@ -55,14 +55,25 @@ def cron_problem(expr: str, timezone: str) -> str | None:
         return f"invalid cron expression {expr!r}: use {ALLOWED_FORMS}"
     try:
         start = datetime.now(tz)
-        fire = (
-            _lib().croniter(text, start, max_years_between_matches=_SEARCH_YEARS).get_next(datetime)
+        it = _lib().croniter(
+            text, start, max_years_between_matches=_SEARCH_YEARS, day_or=day_or(text)
         )
+        fire = it.get_next(datetime)
     except Exception:  # croniter raises its own error types for impossible dates
         return f"cron expression {expr!r} never fires"
     if fire is None:
         return f"cron expression {expr!r} never fires"
     return None
+
+
+def day_or(expr: str) -> bool:
+    """Whether a day matches when either day field does (both restricted) rather than
+    both: cron's rule, where a field that starts with ``*`` (``*``, ``*/2``) restricts
+    nothing, so the other field alone decides (Vixie cron's DOM_STAR/DOW_STAR)."""
+    fields = expr.split()
+    if len(fields) != 5:
+        return True
+    return not (fields[2].startswith("*") or fields[4].startswith("*"))
 
 
 def is_reboot(expr: str) -> bool:
@@ -76,7 +87,10 @@ def _croniter_in(expr: str, timezone: str, at: datetime) -> croniter:
         raise ValueError(f"cron times must be timezone-aware, got naive {at.isoformat()}")
     # astimezone sets `fold` on the repeated hour, which croniter reads to tell the twins apart.
     local = at.astimezone(ZoneInfo(timezone))
-    it: croniter = _lib().croniter(expr.strip(), local, max_years_between_matches=_SEARCH_YEARS)
+    text = expr.strip()
+    it: croniter = _lib().croniter(
+        text, local, max_years_between_matches=_SEARCH_YEARS, day_or=day_or(text)
+    )
     return it
 
 

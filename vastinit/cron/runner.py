@@ -39,9 +39,10 @@ from vastinit.config.values import format_duration
 from vastinit.cron.expression import is_reboot
 from vastinit.cron.scheduler import Clock, CronRuns, CronTimer, SystemClock, format_when
 from vastinit.errors import SpawnError, VastinitError
-from vastinit.model import State
+from vastinit.model import Escaped, State
 from vastinit.proc.group import group_alive
-from vastinit.proc.spawn import Child
+from vastinit.proc.members import Membership
+from vastinit.proc.spawn import Child, spawn_os_error
 from vastinit.proc.status import ExitStatus
 from vastinit.supervisor.stopping import leftovers, stop_child
 from vastinit.supervisor.unit import (
@@ -252,16 +253,32 @@ class CronJob:
         except (ValueError, VastinitError) as exc:
             raise SpawnError(str(exc)) from exc
         ulog = runner.ctx.mux.unit_log(unit.name, unit.log_file, unit.log.max_size, unit.log.keep)
-        child, pumps = spawn_logged(unit, env, ulog, runner.ctx.reaper)
+        keep = unit.stop.leftovers is Escaped.KEEP
+        members: Membership | None = None
+        if keep:  # what it leaves running is tracked (released), as for the main run
+            try:
+                members = Membership(unit.name, runner.ctx.cgroups)
+            except OSError as exc:
+                raise spawn_os_error("cannot create the unit's cgroup", exc) from exc
+        child, pumps = spawn_logged(
+            unit, env, ulog, runner.ctx.reaper, members=members, cgroups=runner.ctx.cgroups
+        )
         self._overlapping[child.pid] = child
         runner.log.info(
             "overlapping run started", pid=child.pid, cause=cause, running=self.runs.running
         )
         status = await child.wait()
-        if group_alive(child.pgid):
+        if not keep and group_alive(child.pgid):
             how = await stop_child(child, runner.unit.stop, runner.ctx.reaper)
             runner.log.info("leftover processes of an overlapping run stopped", by=how)
         del self._overlapping[child.pid]
+        if members is not None:
+            alive = await anyio.to_thread.run_sync(members.pids)
+            if alive:
+                runner.released.append(members)
+                runner.log.info("leftover processes released", pids=sorted(alive))
+            else:
+                await anyio.to_thread.run_sync(members.release)
         await drain_output(pumps)
         return status
 

@@ -308,6 +308,12 @@ class CronTimer:
             return self._cursor
         while True:
             now = self._clock.wall()
+            if self._idle(now):
+                # Nothing due and no backward jump: `decide` would say so too (the cached
+                # next fire time is the one after the cursor); skip its croniter work, so
+                # that a woken idle timer costs microseconds, not ~0.1 ms per schedule.
+                await self._sleep_toward(now)
+                continue
             d = decide(
                 self._schedule.cron, self._schedule.timezone, self._cursor, now, self._tolerance
             )
@@ -322,10 +328,25 @@ class CronTimer:
             if d.next_at is None:
                 await anyio.sleep_forever()
                 raise AssertionError("unreachable: sleep_forever returned")
-            # Sleep toward the fire time on the steady clock, but look at the wall again after
-            # at most max_sleep: the wall clock may step or the host sleep in the meantime.
-            wait = min((d.next_at - now).total_seconds(), self._max_sleep)
-            await self._clock.sleep_until_monotonic(self._clock.monotonic() + wait)
+            await self._sleep_toward(now)
+
+    def _idle(self, now: datetime) -> bool:
+        """Whether ``decide`` at ``now`` could only say "nothing to run, sleep on": the next
+        fire time (always ``next_fire`` of the cursor) is ahead and the wall clock has not
+        gone back past the tolerance."""
+        nxt = self._next
+        return (
+            nxt is not None
+            and now < nxt
+            and (self._cursor - now).total_seconds() <= self._tolerance
+        )
+
+    async def _sleep_toward(self, now: datetime) -> None:
+        """Sleep toward the next fire time on the steady clock, but look at the wall again
+        after at most max_sleep: the wall clock may step or the host sleep meanwhile."""
+        assert self._next is not None
+        wait = min((self._next - now).total_seconds(), self._max_sleep)
+        await self._clock.sleep_until_monotonic(self._clock.monotonic() + wait)
 
     def _publish(self) -> None:
         if self._on_next is not None:

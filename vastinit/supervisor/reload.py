@@ -25,6 +25,7 @@ import anyio
 import structlog
 
 from vastinit.config import load_units
+from vastinit.config.crontab import Crontabs
 from vastinit.errors import ConfigError, ConfigProblem, VastinitError
 from vastinit.model import State, Unit
 from vastinit.supervisor.manager import Manager
@@ -286,34 +287,65 @@ def publish_reload(manager: Manager, plan: ReloadPlan) -> None:
     )
 
 
-class Reloader:
-    """Reloads of one manager from one search path, one at a time."""
+def log_crontab_diagnostics(crontabs: Crontabs | None) -> None:
+    """Say what the last crontab scans found wrong (warnings once, errors each time)."""
+    if crontabs is None:
+        return
+    for d in crontabs.take_diagnostics():
+        if d.level == "error":
+            log.error("crontab line skipped", problem=str(d))
+        else:
+            log.warning("crontab", problem=str(d))
 
-    def __init__(self, manager: Manager, unit_dirs: Sequence[Path]) -> None:
+
+class Reloader:
+    """Reloads of one manager from one search path (and the crontabs), one at a time."""
+
+    def __init__(
+        self, manager: Manager, unit_dirs: Sequence[Path], crontabs: Crontabs | None = None
+    ) -> None:
         self.manager = manager
         self.unit_dirs = list(unit_dirs)
+        self.crontabs = crontabs
         self._lock = anyio.Lock()
+
+    def _load(self, warnings: list[ConfigProblem]) -> dict[str, Unit]:
+        try:
+            return load_units(self.unit_dirs, self.crontabs, warnings=warnings)
+        finally:
+            log_crontab_diagnostics(self.crontabs)
+
+    def _crontab_only(self, units: Mapping[str, Unit]) -> dict[str, Unit]:
+        """``units`` with every unit that is not a crontab line as it runs now (and none
+        that is not running), so that a crontab rescan touches crontab units only."""
+        crontabs = self.crontabs
+        assert crontabs is not None
+        running = {n: r.unit for n, r in self.manager.runners.items() if not r.unit.transient}
+        kept = {n: u for n, u in running.items() if not crontabs.owns(u.source)}
+        return {**{n: u for n, u in units.items() if crontabs.owns(u.source)}, **kept}
 
     @property
     def lock(self) -> anyio.Lock:
         """Held by a reload, and by adding or removing a transient unit (one at a time)."""
         return self._lock
 
-    async def reload(self, *, dry_run: bool = False) -> ReloadPlan:
+    async def reload(self, *, dry_run: bool = False, crontab_only: bool = False) -> ReloadPlan:
         """Re-read the unit files and apply the difference (not with ``dry_run``); raises
         ConfigError with every problem, having changed nothing, or ReloadFailed (any other
-        error, logged with its traceback)."""
+        error, logged with its traceback). ``crontab_only``: apply only what changed in
+        the crontab units (a rescan); every other unit stays as it runs."""
         async with self._lock:
             # A reload waits for the one before it, so it diffs against the units that one
             # left, never against a half-applied state.
             try:
                 warnings: list[ConfigProblem] = []
                 units = await anyio.to_thread.run_sync(
-                    functools.partial(load_units, self.unit_dirs, warnings=warnings),
-                    abandon_on_cancel=True,
+                    functools.partial(self._load, warnings), abandon_on_cancel=True
                 )
                 for warning in warnings:
                     log.warning("reload: unit file warning", problem=str(warning))
+                if crontab_only and self.crontabs is not None:
+                    units = self._crontab_only(units)
                 conflicts = transient_conflicts(self.manager, units)
                 if conflicts:
                     raise ConfigError(conflicts)
@@ -367,7 +399,36 @@ class Reloader:
         except Exception:
             log.exception("reload refused; old configuration kept")
 
+    async def watch_crontabs(self, interval: float) -> None:
+        """Notice a changed crontab (``crontab -e``, a file in /etc/cron.d) as cron does,
+        by the files' and directories' stat data every ``interval`` seconds, and reload
+        the crontab units only. Runs until cancelled; never ends vastinit."""
+        crontabs = self.crontabs
+        if crontabs is None:
+            return
+        seen = await anyio.to_thread.run_sync(crontabs.fingerprint, abandon_on_cancel=True)
+        while True:
+            await anyio.sleep(interval)
+            now = await anyio.to_thread.run_sync(crontabs.fingerprint, abandon_on_cancel=True)
+            if now == seen or self.manager.shutting_down:
+                continue
+            seen = now
+            log.info("crontabs changed; reloading the crontab units")
+            try:
+                await self.reload(crontab_only=True)
+            except ConfigError as exc:
+                for problem in exc.problems:
+                    log.error("crontab rescan: invalid unit file", problem=str(problem))
+                log.error("crontab rescan not applied; nothing changed")
+            except (ReloadFailed, ReloadShuttingDown):
+                pass  # logged by reload()
+            except Exception:
+                log.exception("crontab rescan failed; old configuration kept")
 
-def make_reloader(manager: Manager, unit_dirs: Sequence[Path]) -> Reloader:
-    """The reloader ``vastinit run`` wires to SIGHUP and to ``ctl reload``."""
-    return Reloader(manager, unit_dirs)
+
+def make_reloader(
+    manager: Manager, unit_dirs: Sequence[Path], crontabs: Crontabs | None = None
+) -> Reloader:
+    """The reloader ``vastinit run`` wires to SIGHUP, to ``ctl reload`` and to the
+    crontab rescan."""
+    return Reloader(manager, unit_dirs, crontabs)
