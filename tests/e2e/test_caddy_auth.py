@@ -5,8 +5,10 @@ Ports are free high loopback ports picked here; Caddy binds 127.0.0.1 only.
 
 from __future__ import annotations
 
+import base64
 import http.client
 import json
+import subprocess
 import sys
 from collections.abc import Iterator
 from contextlib import ExitStack
@@ -16,7 +18,7 @@ from pathlib import Path
 import pytest
 
 from tests.e2e.conftest import CADDY, caddy, free_port, upstream
-from vastinit.stack.caddy import auth_from_env, render_caddyfile
+from vastinit.stack.caddy import auth_from_env, basic_credentials, render_caddyfile
 from vastinit.stack.routes import Route
 
 pytestmark = pytest.mark.skipif(not CADDY.exists(), reason=f"{CADDY} is not installed")
@@ -79,7 +81,9 @@ def edge(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Edge]:
     )
     with ExitStack() as stack:
         stack.enter_context(upstream(echo_port))
-        stack.enter_context(caddy(config, env, [authed, excluded, slow]))
+        # What `vastinit caddyfile --run` puts in Caddy's environment for basic auth.
+        caddy_env = {**env, **basic_credentials(env)}
+        stack.enter_context(caddy(config, caddy_env, [authed, excluded, slow]))
         yield Edge(authed, excluded, slow, slow_upstream, config)
 
 
@@ -326,3 +330,69 @@ def test_caddyfile_run_generates_a_private_token_and_serves_with_it(tmp_path: Pa
         assert get(port, "/", {"Authorization": f"Bearer {token}"}).status == 200
         assert token not in config.read_text()
     assert token not in (tmp_path / "caddy.log").read_text()
+
+
+def _basic(user: str, password: str, scheme: str = "Basic") -> str:
+    return f"{scheme} " + base64.b64encode(f"{user}:{password}".encode()).decode()
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        _basic("vastai", TOKEN),
+        _basic("vastai", TOKEN, "basic"),
+        _basic("vastai", TOKEN, "BASIC"),
+        _basic("vastai", PASSWORD),
+    ],
+)
+def test_basic_auth_with_user_vastai_and_the_token_is_let_through_and_not_passed_on(
+    edge: Edge, value: str
+) -> None:
+    """The previous image's third way in: `curl -u vastai:TOKEN`."""
+    reply = get(edge.authed, "/v1/models", {"Authorization": value})
+    assert reply.status == 200, reply.body
+    headers = reply.json()["headers"]
+    assert isinstance(headers, dict) and "Authorization" not in headers
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        _basic("vastai", "wrong"),
+        _basic("root", TOKEN),
+        _basic("vastai", TOKEN) + "x",
+        "Basic ",
+        "Basic",
+        _basic("vastai", ""),
+    ],
+)
+def test_basic_auth_with_anything_else_is_refused(edge: Edge, value: str) -> None:
+    assert get(edge.authed, "/v1/models", {"Authorization": value}).status == 401
+
+
+def test_a_browser_is_offered_basic_auth_an_api_client_only_bearer(edge: Edge) -> None:
+    browser = get(edge.authed, "/", {"Accept": "text/html"})
+    api = get(edge.authed, "/v1/models")
+    assert browser.status == api.status == 401
+    assert browser.headers.get_all("WWW-Authenticate") == ["Bearer", 'Basic realm="vastinit"']
+    assert api.headers.get_all("WWW-Authenticate") == ["Bearer"]
+
+
+def test_curl_dash_u_gets_in(edge: Edge) -> None:
+    done = subprocess.run(
+        [
+            "curl",
+            "-s",
+            "-o",
+            "/dev/null",
+            "-w",
+            "%{http_code}",
+            "-u",
+            f"vastai:{TOKEN}",
+            f"http://127.0.0.1:{edge.authed}/v1/models",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert done.stdout == "200", done

@@ -9,6 +9,7 @@ differ) at request time, and every authed site refuses to serve while it is empt
 from __future__ import annotations
 
 import argparse
+import base64
 import html
 import os
 import re
@@ -379,6 +380,7 @@ def _auth(route: Route, auth: AuthSettings) -> list[str]:
         "# the URL without it, any other client is served at once.",
         f"@token_query query {' '.join(f'token={t}' for t in tokens)}",
         *_strip_bearer(tokens, strip=not route.pass_credentials),
+        *_basic(auth.token_vars, strip=not route.pass_credentials),
         "route @token_query {",
         # {query.token} is every value, comma-joined; the first one is the token that matched.
         "\tmap {query.token} {vastinit_first_token} {",
@@ -401,9 +403,21 @@ def _auth(route: Route, auth: AuthSettings) -> list[str]:
         # One value per line: Caddy 2.6's header matcher takes one; the lines are AND-ed nots.
         *(f"\tnot header Cookie *{cookie}={t}*" for t in tokens),
         "\tnot vars vastinit_bearer yes",
+        "\tnot vars vastinit_basic yes",
         "\tnot vars vastinit_by_query yes",
         "}",
         'header @denied WWW-Authenticate "Bearer"',
+        # A browser is also offered basic auth (user WEB_USERNAME, default vastai; the token
+        # as password), as the previous image did.
+        "@denied_browser {",
+        '\texpression `{http.request.header.Accept}.contains("text/html")`',
+        "\tnot vars vastinit_bearer yes",
+        "\tnot vars vastinit_basic yes",
+        "\tnot vars vastinit_by_query yes",
+        f"\tnot path {' '.join(PUBLIC_PATHS)}",
+        *(f"\tnot header Cookie *{cookie}={t}*" for t in tokens),
+        "}",
+        'header @denied_browser +WWW-Authenticate "Basic realm=\\"vastinit\\""',
         'respond @denied "401 Unauthorized: send Authorization: Bearer TOKEN, the '
         f'{cookie} cookie, or open this page once with ?token=TOKEN" 401',
     ]
@@ -479,6 +493,44 @@ def _strip_token_params(suffix: str) -> list[str]:
         f'respond @token_left{suffix} "400 Bad Request: more than {MAX_TOKEN_PARAMS} token '
         'parameters" 400',
     ]
+
+
+BASIC_USER = "vastai"  # the previous image's basic-auth user; WEB_USERNAME changes it
+
+
+def basic_credentials(env: Mapping[str, str]) -> dict[str, str]:
+    """``VASTINIT_BASIC_<VAR>`` for each token variable set in ``env``: the base64 of
+    ``USER:TOKEN``, what a client sends after ``Authorization: Basic``. Put in Caddy's own
+    environment by ``--run`` (never in a file), so the Caddyfile matches it exactly, at the
+    cost of a string compare per request (no password hashing)."""
+    user = env.get("WEB_USERNAME") or BASIC_USER
+    out = {}
+    for name in ("OPEN_BUTTON_TOKEN", "WEB_PASSWORD"):
+        value = env.get(name, "").strip()
+        if value:
+            out[f"VASTINIT_BASIC_{name}"] = base64.b64encode(f"{user}:{value}".encode()).decode()
+    return out
+
+
+def _basic(token_vars: tuple[str, ...], *, strip: bool) -> list[str]:
+    # `Authorization: Basic base64(USER:TOKEN)`, the scheme in any case, then exactly the
+    # value --run computed into Caddy's environment; never an empty one.
+    auth = "{http.request.header.Authorization}"
+    match = " || ".join(
+        f'({{env.VASTINIT_BASIC_{name}}} != "" && '
+        f"{auth}.size() == 6 + {{env.VASTINIT_BASIC_{name}}}.size() && "
+        f'{auth}.matches("^[Bb][Aa][Ss][Ii][Cc][ ]") && '
+        f"{auth}.endsWith({{env.VASTINIT_BASIC_{name}}}))"
+        for name in token_vars
+    )
+    lines = [
+        "# Authorization: Basic with user WEB_USERNAME (vastai) and the token as password.",
+        f"@token_basic expression `{match}`",
+        "vars @token_basic vastinit_basic yes",
+    ]
+    if strip:
+        lines.append("request_header @token_basic -Authorization")
+    return lines
 
 
 def _strip_bearer(tokens: list[str], *, strip: bool) -> list[str]:
@@ -729,6 +781,7 @@ def main(argv: list[str]) -> int:
             env["OPEN_BUTTON_TOKEN"] = ensure_token(env, args.token_file or default_token_file(env))
             if env.get("WEB_PASSWORD"):
                 env["WEB_PASSWORD"] = check_token(env["WEB_PASSWORD"], "WEB_PASSWORD")
+            env.update(basic_credentials(env))
             if env_flag(env, "ENABLE_HTTPS", False):
                 # The one owner of the instance certificate (docs/stack.md "HTTPS").
                 status = ensure_certificate(env).status
