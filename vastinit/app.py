@@ -187,6 +187,10 @@ def base_environment(
     # The edge credentials go only to units that list them in `secrets` (start_environment).
     env = {k: v for k, v in environ.items() if k not in SECRET_VARIABLES}
     env["VASTINIT_UNITS"] = ":".join(str(d) for d in unit_dirs)
+    # A host that allows few threads per CPU: cap the pools as the previous image did.
+    from vastinit.stack.thread_caps import thread_caps
+
+    env.update(thread_caps(environ))
     # Decided once, here (PID 1 is only true of vastinit itself): its units agree with it.
     env[ROLE_ENV] = role_name(environ)
     # Where `vastinit caddyfile` points Caddy's readiness gate and admin socket (edge.py).
