@@ -376,6 +376,10 @@ def test_a_browser_is_offered_basic_auth_an_api_client_only_bearer(edge: Edge) -
     assert browser.status == api.status == 401
     assert browser.headers.get_all("WWW-Authenticate") == ["Bearer", 'Basic realm="vastinit"']
     assert api.headers.get_all("WWW-Authenticate") == ["Bearer"]
+    # A browser that is let in gets no challenge at all.
+    for credential in ({"Authorization": f"Bearer {TOKEN}"}, {"Cookie": f"{COOKIE}={TOKEN}"}):
+        allowed = get(edge.authed, "/", {"Accept": "text/html", **credential})
+        assert allowed.status == 200 and allowed.headers.get_all("WWW-Authenticate") is None
 
 
 def test_curl_dash_u_gets_in(edge: Edge) -> None:

@@ -408,14 +408,11 @@ def _auth(route: Route, auth: AuthSettings) -> list[str]:
         "}",
         'header @denied WWW-Authenticate "Bearer"',
         # A browser is also offered basic auth (user WEB_USERNAME, default vastai; the token
-        # as password), as the previous image did.
+        # as password), as the previous image did. The denial is remembered, not re-derived.
+        "vars @denied vastinit_denied yes",
         "@denied_browser {",
+        "\tvars vastinit_denied yes",
         '\texpression `{http.request.header.Accept}.contains("text/html")`',
-        "\tnot vars vastinit_bearer yes",
-        "\tnot vars vastinit_basic yes",
-        "\tnot vars vastinit_by_query yes",
-        f"\tnot path {' '.join(PUBLIC_PATHS)}",
-        *(f"\tnot header Cookie *{cookie}={t}*" for t in tokens),
         "}",
         'header @denied_browser +WWW-Authenticate "Basic realm=\\"vastinit\\""',
         'respond @denied "401 Unauthorized: send Authorization: Bearer TOKEN, the '
