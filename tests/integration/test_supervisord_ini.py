@@ -6,7 +6,7 @@ import subprocess
 from collections.abc import Callable
 from pathlib import Path
 
-from tests.harness import Vastinit, wait_until, write_unit
+from tests.harness import Vastinit, pid_alive, wait_until, write_unit
 from tests.integration.test_ctl import status_of, supervisorctl, wait_status
 
 Start = Callable[..., Vastinit]
@@ -99,17 +99,9 @@ def test_an_ini_programs_leftovers_keep_running_after_its_main_process_exits(
     child = int(pidfile.read_text())
     assert Path(f"/proc/{child}").exists()  # supervisord leaves it alone; so does vastinit
     toml_child = int(Path(f"{pidfile}.toml").read_text())
-    wait_until(lambda: not _alive(toml_child), 10, "a TOML unit's leftover to be stopped")
+    wait_until(lambda: not pid_alive(toml_child), 10, "a TOML unit's leftover to be stopped")
     assert v.terminate() == 0
-    wait_until(lambda: not _alive(child), 10, "the leftover to be stopped at shutdown")
-
-
-def _alive(pid: int) -> bool:
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
-    except FileNotFoundError:
-        return False
+    wait_until(lambda: not pid_alive(child), 10, "the leftover to be stopped at shutdown")
 
 
 def test_redirect_stderr_false_keeps_stderr_in_its_own_file(

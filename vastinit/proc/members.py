@@ -95,10 +95,6 @@ class Membership:
         found.discard(os.getpid())
         return found
 
-    def members(self) -> list[Member]:
-        """The live members now with their group and command (blocking)."""
-        return [m for m in (describe(pid) for pid in sorted(self.pids())) if m is not None]
-
     def kill_all(self) -> None:
         """SIGKILL every member now: ``cgroup.kill`` in cgroup mode (atomic, forks
         included), then each marked process (blocking)."""
@@ -203,7 +199,6 @@ class Scanner:
     def __init__(self) -> None:
         self._batch = _Batch()
         self._lock = anyio.Lock()
-        self.passes = 0  # passes over /proc so far (for tests and benchmarks)
 
     async def marked(self, token: str) -> set[int]:
         batch = self._batch
@@ -218,7 +213,6 @@ class Scanner:
                     self._batch = _Batch()
                     try:
                         batch.found = await anyio.to_thread.run_sync(marked_pids, batch.tokens)
-                        self.passes += 1
                     finally:
                         batch.done.set()
         return set(batch.found.get(token, ()))
@@ -292,9 +286,10 @@ def describe(pid: int) -> Member | None:
 
 def children_of(parent: int) -> set[int]:
     """The live processes whose parent is ``parent`` (adopted orphans, for the shutdown
-    sweep); blocking."""
+    sweep); blocking. The kernel's children lists when it has them, else every process."""
+    listed = _children(parent)
     found = set()
-    for pid in _proc_pids():
+    for pid in listed if listed is not None else _proc_pids():
         try:
             with open(f"/proc/{pid}/stat", "rb") as f:
                 stat = f.read()
