@@ -53,6 +53,9 @@ def main_run(argv: list[str]) -> int:
     from vastinit.errors import ConfigError
 
     unit_dirs = [Path(d) for d in args.units] if args.units else paths.default_unit_dirs()
+    # Box or workstation, decided once for this run: every later check (conf.d, crontabs,
+    # the socket alias, reloads) and every unit reads this answer.
+    os.environ[ROLE_ENV] = role_name()
     from vastinit.errors import ConfigProblem
 
     warnings: list[ConfigProblem] = []
@@ -191,7 +194,7 @@ def base_environment(
     from vastinit.stack.thread_caps import thread_caps
 
     env.update(thread_caps(environ))
-    # Decided once, here (PID 1 is only true of vastinit itself): its units agree with it.
+    # main_run decided it already (PID 1 is only true of vastinit itself); units agree.
     env[ROLE_ENV] = role_name(environ)
     # Where `vastinit caddyfile` points Caddy's readiness gate and admin socket (edge.py).
     edge = paths.default_edge_dir(socket)
