@@ -38,8 +38,8 @@ REPLAY_EVENTS = 4096
 SUBSCRIBER_BYTES = 1 << 20
 BATCH_BYTES = 64 << 10
 
-# Event types published today ("route": supervisor/edge.py), and the one reserved for the
-# issue that will build it (GPU attribution): a client may filter on it already.
+# Event types a client may filter on ("route": supervisor/edge.py; "gpu": the GPU
+# attribution in supervisor/manager.py; a "skipped" event is never filtered out).
 EVENT_TYPES = frozenset(
     {
         "state",
